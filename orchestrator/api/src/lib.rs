@@ -4,6 +4,7 @@
 //! This crate does no IO and needs no runtime: the API server, the CLI and the controllers all
 //! build on it (see docs/ARCHITECTURE.md, "skiff-api").
 
+pub mod apply;
 pub mod convert;
 pub mod defaults;
 pub mod intstr;

@@ -101,6 +101,14 @@ fn list_strategy(path: &[String]) -> ListStrategy {
     }
 }
 
+/// The merge key of the keyed list at `path`, if the list merges by key.
+pub fn list_merge_key(path: &[String]) -> Option<&'static str> {
+    match list_strategy(path) {
+        ListStrategy::MergeByKey(k) => Some(k),
+        _ => None,
+    }
+}
+
 const SET_ORDER: &str = "$setElementOrder/";
 const DELETE_PRIMITIVE: &str = "$deleteFromPrimitiveList/";
 

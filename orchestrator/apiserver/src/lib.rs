@@ -1,1 +1,208 @@
-//! placeholder
+//! Skiff's Kubernetes-compatible API server.
+//!
+//! [`start`] binds the listeners, bootstraps the cluster objects and serves until the shutdown
+//! token fires. Resources are served generically from [`skiff_api::Registry`] over a
+//! [`skiff_store::Store`]; see docs/ARCHITECTURE.md for the request path.
+
+mod admission;
+mod auth;
+mod bootstrap;
+mod codec;
+mod discovery;
+mod error;
+mod handlers;
+mod metrics;
+mod objects;
+mod openapi;
+mod pki;
+mod request;
+mod server;
+mod state;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use prometheus_client::registry::Registry as MetricsRegistry;
+use skiff_store::Store;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+
+pub use auth::{Identity, TokenAuthenticator};
+pub use error::ApiError;
+pub use metrics::ApiMetrics;
+pub use pki::Pki;
+pub use state::{AppState, ServingConfig};
+
+/// The Kubernetes version Skiff's API reports (`/version`); kubectl picks its client by it.
+pub const KUBERNETES_VERSION: &str = "v1.33.0";
+
+/// How to run the API server.
+#[derive(Debug, Clone)]
+pub struct ApiServerConfig {
+    /// Where the PKI and kubeconfig live.
+    pub data_dir: PathBuf,
+    /// Address of the HTTPS listener.
+    pub bind_address: IpAddr,
+    /// HTTPS port; 0 picks a free one.
+    pub port: u16,
+    /// Plain-HTTP port on 127.0.0.1 (every request is admin), when wanted; 0 picks one.
+    pub insecure_port: Option<u16>,
+    /// Static token file (`token,user,uid,"groups"`).
+    pub token_auth_file: Option<PathBuf>,
+    /// Extra names and addresses for the serving certificate.
+    pub extra_sans: Vec<String>,
+    /// Request-time settings.
+    pub serving: ServingConfig,
+}
+
+impl ApiServerConfig {
+    /// Defaults: HTTPS on 127.0.0.1:6443, no insecure port.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        ApiServerConfig {
+            data_dir: data_dir.into(),
+            bind_address: IpAddr::from([127, 0, 0, 1]),
+            port: 6443,
+            insecure_port: None,
+            token_auth_file: None,
+            extra_sans: Vec::new(),
+            serving: ServingConfig::default(),
+        }
+    }
+}
+
+/// A started API server.
+pub struct RunningApiServer {
+    /// `https://host:port`.
+    pub url: String,
+    /// `http://127.0.0.1:port` when the insecure port is on.
+    pub insecure_url: Option<String>,
+    /// The admin kubeconfig.
+    pub kubeconfig: PathBuf,
+    /// The cluster CA certificate (PEM file).
+    pub ca_file: PathBuf,
+    /// Handler state, for in-process components.
+    pub state: AppState,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningApiServer {
+    /// Wait until the listeners have stopped (after the shutdown token fired).
+    pub async fn wait(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// The router with every route, authentication and tracing.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/version", get(discovery::version))
+        .route("/api", get(discovery::api))
+        .route("/api/v1", get(discovery::core_resources))
+        .route("/api/v1/{*rest}", any(handlers::core))
+        .route("/apis", get(discovery::apis))
+        .route("/apis/{group}", get(discovery::group))
+        .route("/apis/{group}/{version}", get(discovery::group_resources))
+        .route("/apis/{group}/{version}/{*rest}", any(handlers::grouped))
+        .route("/openapi/v3", get(openapi::index))
+        .route("/openapi/v3/{*path}", get(openapi::document))
+        .route("/healthz", get(health))
+        .route("/livez", get(health))
+        .route("/readyz", get(health))
+        .route("/metrics", get(metrics_endpoint))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            let path = request
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or_else(|| request.uri().path().to_owned(), |p| p.as_str().to_owned());
+            tracing::debug_span!("http", method = %request.method(), path = %path)
+        }))
+        .with_state(state)
+}
+
+async fn health() -> Response {
+    let mut r = (StatusCode::OK, "ok").into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+async fn not_found() -> Response {
+    ApiError::path_not_found().into_response()
+}
+
+async fn metrics_endpoint(State(state): State<AppState>) -> Response {
+    let mut text = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, state.metrics_registry()) {
+        return ApiError::internal(format!("encoding metrics: {e}")).into_response();
+    }
+    let mut r = (StatusCode::OK, text).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    r
+}
+
+/// Start the API server: PKI, listeners, bootstrap objects. Serves until `shutdown` fires.
+pub async fn start(
+    config: ApiServerConfig,
+    store: Arc<dyn Store>,
+    mut metrics_registry: MetricsRegistry,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunningApiServer> {
+    let pki = Pki::load_or_create(&config.data_dir.join("pki"))?;
+    let mut tokens = TokenAuthenticator::default();
+    if let Some(path) = &config.token_auth_file {
+        tokens = TokenAuthenticator::from_file(path).with_context(|| format!("reading token file {}", path.display()))?;
+    }
+    let metrics = ApiMetrics::default();
+    metrics.register(&mut metrics_registry);
+    let state = AppState::new(store, metrics, Arc::new(metrics_registry), config.serving.clone(), shutdown.clone(), tokens);
+
+    let listener = TcpListener::bind(SocketAddr::new(config.bind_address, config.port))
+        .await
+        .with_context(|| format!("binding {}:{}", config.bind_address, config.port))?;
+    let port = listener.local_addr()?.port();
+    let mut sans = config.extra_sans.clone();
+    if !config.bind_address.is_unspecified() {
+        sans.push(config.bind_address.to_string());
+    }
+    let serving = pki.server_certificate(&sans)?;
+    let tls = server::tls_config(&pki.ca.cert_pem, &serving)?;
+    let host = if config.bind_address.is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { config.bind_address };
+    let url = format!("https://{}", SocketAddr::new(host, port));
+    let kubeconfig = config.data_dir.join("kubeconfig");
+    pki.write_admin_kubeconfig(&kubeconfig, &url, "skiff")?;
+
+    bootstrap::bootstrap(&state, host, port).await.map_err(|e| anyhow::anyhow!("bootstrapping: {e}"))?;
+
+    let app = router(state.clone());
+    let mut tasks = vec![tokio::spawn(server::serve_tls(listener, tls, app.clone(), shutdown.clone()))];
+    let mut insecure_url = None;
+    if let Some(p) = config.insecure_port {
+        let insecure = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], p))).await?;
+        insecure_url = Some(format!("http://{}", insecure.local_addr()?));
+        tasks.push(tokio::spawn(server::serve_insecure(insecure, app, shutdown.clone())));
+    }
+    tracing::info!(%url, kubeconfig = %kubeconfig.display(), "api server listening");
+    Ok(RunningApiServer {
+        url,
+        insecure_url,
+        kubeconfig,
+        ca_file: config.data_dir.join("pki").join("ca.crt"),
+        state,
+        tasks,
+    })
+}

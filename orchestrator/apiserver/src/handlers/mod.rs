@@ -1,0 +1,185 @@
+//! Resource requests: one entry point resolves the path against the registry, picks the verb and
+//! counts the request; the verb handlers live in the sibling modules.
+
+mod patch;
+mod read;
+mod subresources;
+mod watch;
+mod write;
+
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use crate::error::{ApiError, ApiResult};
+use crate::metrics::{DurationLabels, RequestLabels};
+use crate::request::{Query, Target, parse_target};
+use crate::state::AppState;
+
+/// Everything a verb handler needs about the request.
+pub(crate) struct Call {
+    pub(crate) state: AppState,
+    pub(crate) target: Target,
+    pub(crate) query: Query,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+/// `/api/v1/{*rest}`.
+pub(crate) async fn core(
+    State(state): State<AppState>,
+    Path(rest): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    dispatch(state, "", "v1", &rest, method, uri, headers, body).await
+}
+
+/// `/apis/{group}/{version}/{*rest}`.
+pub(crate) async fn grouped(
+    State(state): State<AppState>,
+    Path((group, version, rest)): Path<(String, String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    dispatch(state, &group, &version, &rest, method, uri, headers, body).await
+}
+
+#[allow(clippy::too_many_arguments, reason = "an axum handler's extracted parts, passed on once")]
+async fn dispatch(
+    state: AppState,
+    group: &str,
+    version: &str,
+    rest: &str,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let target = match parse_target(state.registry(), group, version, &segments) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    let query = Query::parse(uri.query());
+    let verb = verb_of(&method, &target, &query, &headers);
+    let body = match read_body(body, state.serving().max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return finish(&state, &target, &verb, &query, started, e.into_response()),
+    };
+    state.metrics().inflight.inc();
+    let call = Call { state: state.clone(), target, query, headers, body };
+    let response = route(&call, &method, &verb).await.unwrap_or_else(IntoResponse::into_response);
+    state.metrics().inflight.dec();
+    finish(&state, &call.target, &verb, &call.query, started, response)
+}
+
+async fn route(call: &Call, method: &Method, verb: &str) -> ApiResult<Response> {
+    let t = &call.target;
+    let sub = t.subresource.as_deref();
+    match (method.as_str(), t.is_collection(), sub) {
+        ("GET", true, _) if call.query.flag("watch") => watch::watch(call).await,
+        ("GET", true, _) => read::list(call).await,
+        ("POST", true, _) => write::create(call).await,
+        ("DELETE", true, _) => write::delete_collection(call).await,
+        ("GET", false, None | Some("status")) => read::get(call).await,
+        ("PUT", false, None | Some("status")) => write::update(call).await,
+        ("PATCH", false, None | Some("status")) => patch::patch(call).await,
+        ("DELETE", false, None) => write::delete(call).await,
+        (_, false, Some("scale")) => subresources::scale(call, method).await,
+        ("POST", false, Some("eviction")) => subresources::eviction(call).await,
+        ("POST", false, Some("binding")) => subresources::binding(call).await,
+        ("PUT", false, Some("finalize")) => subresources::finalize(call).await,
+        (_, false, Some("log" | "exec" | "proxy" | "attach" | "portforward")) => Err(ApiError::unavailable(format!(
+            "{} is served by the node agent, and no agent serves {}/{}",
+            sub.unwrap_or_default(),
+            t.info.plural,
+            t.name.as_deref().unwrap_or_default()
+        ))),
+        _ => Err(ApiError::method_not_allowed(verb, &t.info)),
+    }
+}
+
+/// Upstream's verb label: LIST and WATCH for collections, APPLY for server-side apply.
+fn verb_of(method: &Method, target: &Target, query: &Query, headers: &HeaderMap) -> String {
+    match method.as_str() {
+        "GET" if target.is_collection() && query.flag("watch") => "WATCH".into(),
+        "GET" if target.is_collection() => "LIST".into(),
+        "GET" if matches!(target.subresource.as_deref(), Some("exec" | "attach" | "portforward" | "proxy")) => "CONNECT".into(),
+        "PATCH" if crate::request::content_type(headers) == "application/apply-patch+yaml" => "APPLY".into(),
+        "DELETE" if target.is_collection() => "DELETECOLLECTION".into(),
+        other => other.to_owned(),
+    }
+}
+
+async fn read_body(body: Body, limit: usize) -> ApiResult<Bytes> {
+    axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::too_large(limit))
+}
+
+fn finish(state: &AppState, target: &Target, verb: &str, query: &Query, started: Instant, response: Response) -> Response {
+    let info = &target.info;
+    let scope = if target.name.is_some() {
+        "resource"
+    } else if target.namespace.is_some() {
+        "namespace"
+    } else {
+        "cluster"
+    };
+    let subresource = target.subresource.clone().unwrap_or_default();
+    state
+        .metrics()
+        .requests
+        .get_or_create(&RequestLabels {
+            verb: verb.to_owned(),
+            group: info.group.clone(),
+            version: info.version.clone(),
+            resource: info.plural.clone(),
+            subresource: subresource.clone(),
+            scope: scope.into(),
+            component: "apiserver".into(),
+            code: response.status().as_u16().to_string(),
+            dry_run: if query.get("dryRun") == Some("All") { "All".into() } else { String::new() },
+        })
+        .inc();
+    if verb != "WATCH" && verb != "CONNECT" {
+        state
+            .metrics()
+            .durations
+            .get_or_create(&DurationLabels {
+                verb: verb.to_owned(),
+                group: info.group.clone(),
+                version: info.version.clone(),
+                resource: info.plural.clone(),
+                subresource,
+                scope: scope.into(),
+                component: "apiserver".into(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+    }
+    tracing::debug!(verb, resource = %info.plural, status = response.status().as_u16(), "request");
+    response
+}
+
+/// A JSON response with warnings in `Warning` headers, as upstream sends them.
+pub(crate) fn json_response(status: StatusCode, body: &Value, warnings: &[String]) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut response = (status, bytes).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    for w in warnings {
+        let text = format!("299 - {:?}", w);
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            headers.append(header::WARNING, v);
+        }
+    }
+    response
+}
