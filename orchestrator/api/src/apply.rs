@@ -88,7 +88,11 @@ fn fields_of(value: &Value, path: &mut Vec<String>) -> Value {
 }
 
 /// Merge `config` into `live` and drop what `manager` applied before but not now.
-pub fn apply_configuration(live: &Value, config: &Value, manager: &str) -> Result<Value, PatchError> {
+pub fn apply_configuration(
+    live: &Value,
+    config: &Value,
+    manager: &str,
+) -> Result<Value, PatchError> {
     let mut clean = config.clone();
     if let Some(meta) = clean.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("managedFields");
@@ -106,13 +110,17 @@ fn previous_fields(live: &Value, manager: &str) -> Option<Value> {
     live.pointer("/metadata/managedFields")
         .and_then(Value::as_array)?
         .iter()
-        .find(|e| e.get("manager") == Some(&json!(manager)) && e.get("operation") == Some(&json!("Apply")))
+        .find(|e| {
+            e.get("manager") == Some(&json!(manager)) && e.get("operation") == Some(&json!("Apply"))
+        })
         .and_then(|e| e.get("fieldsV1"))
         .cloned()
 }
 
 fn remove_dropped(obj: &mut Value, previous: &Value, current: &Value) {
-    let Some(previous) = previous.as_object() else { return };
+    let Some(previous) = previous.as_object() else {
+        return;
+    };
     let empty = Map::new();
     let current = current.as_object().unwrap_or(&empty);
     for (k, prev_sub) in previous {
@@ -134,8 +142,12 @@ fn remove_dropped(obj: &mut Value, previous: &Value, current: &Value) {
                 }
             }
         } else if let Some(key_json) = k.strip_prefix("k:") {
-            let Ok(Value::Object(key)) = serde_json::from_str::<Value>(key_json) else { continue };
-            let Some(items) = obj.as_array_mut() else { continue };
+            let Ok(Value::Object(key)) = serde_json::from_str::<Value>(key_json) else {
+                continue;
+            };
+            let Some(items) = obj.as_array_mut() else {
+                continue;
+            };
             let matches = |item: &Value| key.iter().all(|(kk, kv)| item.get(kk) == Some(kv));
             match now_sub {
                 None => items.retain(|item| !matches(item)),
@@ -162,13 +174,17 @@ pub fn record_manager(obj: &mut Value, manager: &str, config: &Value, api_versio
     if !obj.get("metadata").is_some_and(Value::is_object) {
         obj["metadata"] = json!({});
     }
-    let meta = obj["metadata"].as_object_mut().expect("metadata is an object");
+    let meta = obj["metadata"]
+        .as_object_mut()
+        .expect("metadata is an object");
     let list = meta.entry("managedFields").or_insert_with(|| json!([]));
     if !list.is_array() {
         *list = json!([]);
     }
     let list = list.as_array_mut().expect("just made an array");
-    list.retain(|e| !(e.get("manager") == Some(&json!(manager)) && e.get("operation") == Some(&json!("Apply"))));
+    list.retain(|e| {
+        !(e.get("manager") == Some(&json!(manager)) && e.get("operation") == Some(&json!("Apply")))
+    });
     list.push(entry);
 }
 
@@ -187,16 +203,30 @@ mod tests {
 
     #[test]
     fn field_sets_use_keys_for_merge_lists() {
-        let set = field_set(&deployment(json!([{"name": "web", "image": "nginx"}]), Some(2)));
+        let set = field_set(&deployment(
+            json!([{"name": "web", "image": "nginx"}]),
+            Some(2),
+        ));
         assert!(set.pointer("/f:spec/f:replicas").is_some());
-        let containers = set.pointer("/f:spec/f:template/f:spec/f:containers").unwrap();
-        assert!(containers.get(r#"k:{"name":"web"}"#).unwrap().get("f:image").is_some());
+        let containers = set
+            .pointer("/f:spec/f:template/f:spec/f:containers")
+            .unwrap();
+        assert!(
+            containers
+                .get(r#"k:{"name":"web"}"#)
+                .unwrap()
+                .get("f:image")
+                .is_some()
+        );
         assert!(set.get("f:apiVersion").is_none());
     }
 
     #[test]
     fn reapplying_without_a_field_removes_it() {
-        let first = deployment(json!([{"name": "web", "image": "nginx"}, {"name": "side", "image": "b"}]), Some(2));
+        let first = deployment(
+            json!([{"name": "web", "image": "nginx"}, {"name": "side", "image": "b"}]),
+            Some(2),
+        );
         let mut live = apply_configuration(&json!({}), &first, "kubectl").unwrap();
         record_manager(&mut live, "kubectl", &first, "apps/v1");
         // Someone else scales it; then kubectl re-applies without replicas and without `side`.
@@ -204,8 +234,16 @@ mod tests {
         let second = deployment(json!([{"name": "web", "image": "nginx:2"}]), None);
         let merged = apply_configuration(&live, &second, "kubectl").unwrap();
         assert!(merged.pointer("/spec/replicas").is_none());
-        assert_eq!(merged.pointer("/spec/paused"), Some(&json!(true)), "other owners' fields stay");
-        let containers = merged.pointer("/spec/template/spec/containers").unwrap().as_array().unwrap();
+        assert_eq!(
+            merged.pointer("/spec/paused"),
+            Some(&json!(true)),
+            "other owners' fields stay"
+        );
+        let containers = merged
+            .pointer("/spec/template/spec/containers")
+            .unwrap()
+            .as_array()
+            .unwrap();
         assert_eq!(containers.len(), 1);
         assert_eq!(containers[0]["image"], "nginx:2");
     }

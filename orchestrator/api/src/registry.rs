@@ -63,6 +63,13 @@ pub struct ResourceInfo {
 }
 
 impl ResourceInfo {
+    /// Review resources (`selfsubjectaccessreviews`, …) are computed per request, never stored.
+    pub fn is_review(&self) -> bool {
+        self.verbs == ["create"] && self.plural.ends_with("reviews")
+    }
+}
+
+impl ResourceInfo {
     /// `apps/v1`, or `v1` for the core group.
     pub fn api_version(&self) -> String {
         if self.group.is_empty() {
@@ -150,6 +157,7 @@ struct Def {
     all: bool,
     subs: &'static [&'static str],
     generation: bool,
+    create_only: bool,
 }
 
 const fn def(
@@ -169,6 +177,7 @@ const fn def(
         all: false,
         subs: &[],
         generation: false,
+        create_only: false,
     }
 }
 
@@ -189,12 +198,19 @@ impl Def {
         self.generation = true;
         self
     }
+    /// Review resources: answered, never stored.
+    const fn create_only(mut self) -> Self {
+        self.create_only = true;
+        self
+    }
 }
 
 const CORE: &str = "";
 const APPS: &str = "apps";
 const BATCH: &str = "batch";
 const RBAC: &str = "rbac.authorization.k8s.io";
+const AUTHZ: &str = "authorization.k8s.io";
+const AUTHN: &str = "authentication.k8s.io";
 
 /// The built-in resources. The first version listed is the preferred and storage version.
 const BUILTIN: &[Def] = &[
@@ -300,6 +316,30 @@ const BUILTIN: &[Def] = &[
         "clusterrolebindings",
         false,
     ),
+    def(
+        AUTHZ,
+        &["v1"],
+        "SelfSubjectAccessReview",
+        "selfsubjectaccessreviews",
+        false,
+    )
+    .create_only(),
+    def(
+        AUTHZ,
+        &["v1"],
+        "SelfSubjectRulesReview",
+        "selfsubjectrulesreviews",
+        false,
+    )
+    .create_only(),
+    def(
+        AUTHN,
+        &["v1"],
+        "SelfSubjectReview",
+        "selfsubjectreviews",
+        false,
+    )
+    .create_only(),
 ];
 
 fn strings(items: &[&str]) -> Vec<String> {
@@ -348,7 +388,11 @@ impl Registry {
                     namespaced: d.namespaced,
                     short_names: strings(d.short),
                     categories: if d.all { strings(&["all"]) } else { Vec::new() },
-                    verbs: strings(ALL_VERBS),
+                    verbs: if d.create_only {
+                        strings(&["create"])
+                    } else {
+                        strings(ALL_VERBS)
+                    },
                     subresources: d
                         .subs
                         .iter()

@@ -33,7 +33,7 @@ const STATUS_RESET_ON_CREATE: &[&str] = &[
 ];
 
 /// First address of the service range, reserved for the `kubernetes` service.
-pub const KUBERNETES_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
+pub(crate) const KUBERNETES_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
 const SERVICE_RANGE_BASE: u32 = u32::from_be_bytes([10, 96, 0, 0]);
 const SERVICE_RANGE_SIZE: u32 = 1 << 20; // 10.96.0.0/12
 const NODE_PORTS: std::ops::RangeInclusive<i64> = 30000..=32767;
@@ -42,10 +42,14 @@ const NODE_PORTS: std::ops::RangeInclusive<i64> = 30000..=32767;
 const SUFFIX_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
 /// `generateName` + five random characters.
-pub fn generate_name(prefix: &str) -> String {
+pub(crate) fn generate_name(prefix: &str) -> String {
     let mut rng = rand::rng();
     let max_prefix = 63 - 5;
-    let prefix = if prefix.len() > max_prefix { &prefix[..max_prefix] } else { prefix };
+    let prefix = if prefix.len() > max_prefix {
+        &prefix[..max_prefix]
+    } else {
+        prefix
+    };
     let suffix: String = (0..5)
         .map(|_| SUFFIX_ALPHABET[rng.random_range(0..SUFFIX_ALPHABET.len())] as char)
         .collect();
@@ -56,17 +60,28 @@ fn meta(obj: &mut Value) -> &mut Map<String, Value> {
     if !obj.get("metadata").is_some_and(Value::is_object) {
         obj["metadata"] = json!({});
     }
-    obj["metadata"].as_object_mut().expect("metadata is an object")
+    obj["metadata"]
+        .as_object_mut()
+        .expect("metadata is an object")
 }
 
 /// Prepare a new object (storage version, name already set) for storage.
-pub async fn prepare_create(state: &AppState, info: &ResourceInfo, mut obj: Value) -> ApiResult<Value> {
+pub(crate) async fn prepare_create(
+    state: &AppState,
+    info: &ResourceInfo,
+    mut obj: Value,
+) -> ApiResult<Value> {
     let uid = uuid::Uuid::new_v4().to_string();
     {
         let m = meta(&mut obj);
         m.insert("uid".into(), json!(uid));
         m.insert("creationTimestamp".into(), json!(now_rfc3339()));
-        for field in ["deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "resourceVersion"] {
+        for field in [
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+            "resourceVersion",
+        ] {
             m.remove(field);
         }
         if info.tracks_generation {
@@ -94,7 +109,7 @@ pub async fn prepare_create(state: &AppState, info: &ResourceInfo, mut obj: Valu
 /// Prepare an update of `old` to `new` (storage version). `subresource` is `status` for status
 /// writes, which change only `.status`; main writes never change `.status` of kinds that have a
 /// status subresource.
-pub async fn prepare_update(
+pub(crate) async fn prepare_update(
     state: &AppState,
     info: &ResourceInfo,
     subresource: Option<&str>,
@@ -106,7 +121,10 @@ pub async fn prepare_update(
         Some("binding") => return Ok(new),
         Some("finalize") => {
             let mut updated = old.clone();
-            updated["spec"]["finalizers"] = new.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
+            updated["spec"]["finalizers"] = new
+                .pointer("/spec/finalizers")
+                .cloned()
+                .unwrap_or(json!([]));
             return Ok(updated);
         }
         _ => {}
@@ -126,7 +144,13 @@ pub async fn prepare_update(
     let old_meta = old.get("metadata").cloned().unwrap_or(json!({}));
     {
         let m = meta(&mut new);
-        for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+        for field in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+        ] {
             match old_meta.get(field) {
                 Some(v) => m.insert(field.into(), v.clone()),
                 None => m.remove(field),
@@ -154,7 +178,10 @@ pub async fn prepare_update(
         }
     }
     if info.tracks_generation && spec_changed(old, &new) {
-        let generation = old_meta.get("generation").and_then(Value::as_i64).unwrap_or(1);
+        let generation = old_meta
+            .get("generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
         meta(&mut new).insert("generation".into(), json!(generation + 1));
     }
     let errors = validate_update(&info.kind, info.namespaced, &new, old);
@@ -166,7 +193,10 @@ fn check(info: &ResourceInfo, obj: &Value, errors: Vec<FieldError>) -> ApiResult
     if errors.is_empty() {
         return Ok(());
     }
-    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     Err(ApiError::invalid(info, name, &errors))
 }
 
@@ -190,7 +220,11 @@ fn job_selector(obj: &mut Value, uid: &str) {
     if obj.pointer("/spec/manualSelector") == Some(&json!(true)) {
         return;
     }
-    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     let labels = json!({
         "batch.kubernetes.io/controller-uid": uid,
         "batch.kubernetes.io/job-name": name,
@@ -201,7 +235,10 @@ fn job_selector(obj: &mut Value, uid: &str) {
         return;
     }
     obj["spec"]["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
-    if !obj.pointer("/spec/template/metadata").is_some_and(Value::is_object) {
+    if !obj
+        .pointer("/spec/template/metadata")
+        .is_some_and(Value::is_object)
+    {
         if !obj.pointer("/spec/template").is_some_and(Value::is_object) {
             obj["spec"]["template"] = json!({});
         }
@@ -218,10 +255,22 @@ fn job_selector(obj: &mut Value, uid: &str) {
 
 /// Give a Service a cluster IP (unless headless or ExternalName) and node ports (NodePort and
 /// LoadBalancer), keeping what `old` already had.
-async fn allocate_service_addresses(state: &AppState, obj: &mut Value, old: Option<&Value>) -> ApiResult<()> {
-    let ty = obj.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP").to_owned();
+async fn allocate_service_addresses(
+    state: &AppState,
+    obj: &mut Value,
+    old: Option<&Value>,
+) -> ApiResult<()> {
+    let ty = obj
+        .pointer("/spec/type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP")
+        .to_owned();
     if ty != "ExternalName" {
-        let requested = obj.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let requested = obj
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         let previous = old
             .and_then(|o| o.pointer("/spec/clusterIP"))
             .and_then(Value::as_str)
@@ -233,7 +282,9 @@ async fn allocate_service_addresses(state: &AppState, obj: &mut Value, old: Opti
             previous
         } else {
             let (ips, _) = used_service_addresses(state).await?;
-            free_ip(&ips).ok_or_else(|| ApiError::internal("failed to allocate a serviceIP: range is full"))?
+            free_ip(&ips).ok_or_else(|| {
+                ApiError::internal("failed to allocate a serviceIP: range is full")
+            })?
         };
         if obj.get("spec").is_some_and(Value::is_object) {
             obj["spec"]["clusterIP"] = json!(ip);
@@ -251,7 +302,10 @@ async fn allocate_service_addresses(state: &AppState, obj: &mut Value, old: Opti
         let needs = obj
             .pointer("/spec/ports")
             .and_then(Value::as_array)
-            .is_some_and(|ps| ps.iter().any(|p| p.get("nodePort").and_then(Value::as_i64).unwrap_or(0) == 0));
+            .is_some_and(|ps| {
+                ps.iter()
+                    .any(|p| p.get("nodePort").and_then(Value::as_i64).unwrap_or(0) == 0)
+            });
         if needs {
             let (_, mut used_ports) = used_service_addresses(state).await?;
             if let Some(ports) = obj.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
@@ -263,8 +317,9 @@ async fn allocate_service_addresses(state: &AppState, obj: &mut Value, old: Opti
                     let node_port = match old_ports.iter().find(|(pp, _)| *pp == port) {
                         Some((_, np)) => *np,
                         None => {
-                            let np = free_node_port(&used_ports)
-                                .ok_or_else(|| ApiError::internal("failed to allocate a nodePort: range is full"))?;
+                            let np = free_node_port(&used_ports).ok_or_else(|| {
+                                ApiError::internal("failed to allocate a nodePort: range is full")
+                            })?;
                             used_ports.insert(np);
                             np
                         }
@@ -285,7 +340,10 @@ async fn used_service_addresses(state: &AppState) -> ApiResult<(HashSet<String>,
         .storage_prefix();
     let all = state
         .store()
-        .range(RangeRequest { prefix: services, ..Default::default() })
+        .range(RangeRequest {
+            prefix: services,
+            ..Default::default()
+        })
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let mut ips = HashSet::new();
@@ -295,7 +353,12 @@ async fn used_service_addresses(state: &AppState) -> ApiResult<(HashSet<String>,
         if let Some(ip) = svc.pointer("/spec/clusterIP").and_then(Value::as_str) {
             ips.insert(ip.to_owned());
         }
-        for p in svc.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten() {
+        for p in svc
+            .pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if let Some(np) = p.get("nodePort").and_then(Value::as_i64) {
                 ports.insert(np);
             }
@@ -346,8 +409,14 @@ mod tests {
     fn job_selector_uses_the_uid() {
         let mut job = json!({"metadata": {"name": "pi"}, "spec": {"template": {"spec": {}}}});
         job_selector(&mut job, "u-1");
-        assert_eq!(job["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"], "u-1");
-        assert_eq!(job["spec"]["template"]["metadata"]["labels"]["job-name"], "pi");
+        assert_eq!(
+            job["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"],
+            "u-1"
+        );
+        assert_eq!(
+            job["spec"]["template"]["metadata"]["labels"]["job-name"],
+            "pi"
+        );
     }
 
     #[test]

@@ -24,13 +24,16 @@ pub struct Identity {
 impl Identity {
     /// The identity requests on the loopback-only insecure port get.
     pub fn insecure_admin() -> Self {
-        Identity { user: "system:admin".into(), groups: vec!["system:masters".into(), "system:authenticated".into()] }
+        Identity {
+            user: "system:admin".into(),
+            groups: vec!["system:masters".into(), "system:authenticated".into()],
+        }
     }
 }
 
 /// The identity the transport established (a verified client certificate), set per connection.
 #[derive(Debug, Clone, Default)]
-pub struct PeerIdentity(pub Option<Identity>);
+pub(crate) struct PeerIdentity(pub Option<Identity>);
 
 /// Static bearer tokens.
 #[derive(Debug, Clone, Default)]
@@ -49,14 +52,28 @@ impl TokenAuthenticator {
             }
             let fields = split_csv(line);
             if fields.len() < 3 {
-                return Err(format!("token file line {}: want token,user,uid[,groups]", n + 1));
+                return Err(format!(
+                    "token file line {}: want token,user,uid[,groups]",
+                    n + 1
+                ));
             }
             let mut groups: Vec<String> = fields
                 .get(3)
-                .map(|g| g.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+                .map(|g| {
+                    g.split(',')
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
                 .unwrap_or_default();
             groups.push("system:authenticated".into());
-            tokens.insert(fields[0].clone(), Identity { user: fields[1].clone(), groups });
+            tokens.insert(
+                fields[0].clone(),
+                Identity {
+                    user: fields[1].clone(),
+                    groups,
+                },
+            );
         }
         Ok(TokenAuthenticator { tokens })
     }
@@ -101,8 +118,15 @@ fn is_public(path: &str) -> bool {
 }
 
 /// Middleware: resolve the caller's [`Identity`] or answer 401.
-pub(crate) async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let from_peer = request.extensions().get::<PeerIdentity>().and_then(|p| p.0.clone());
+pub(crate) async fn authenticate(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let from_peer = request
+        .extensions()
+        .get::<PeerIdentity>()
+        .and_then(|p| p.0.clone());
     let from_token = request
         .headers()
         .get(axum::http::header::AUTHORIZATION)
@@ -120,7 +144,7 @@ pub(crate) async fn authenticate(State(state): State<AppState>, mut request: Req
 }
 
 /// The identity in a verified client certificate chain.
-pub fn identity_from_certificate(der: &[u8]) -> Option<Identity> {
+pub(crate) fn identity_from_certificate(der: &[u8]) -> Option<Identity> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let subject = cert.subject();
     let user = subject.iter_common_name().next()?.as_str().ok()?.to_owned();
@@ -138,11 +162,15 @@ mod tests {
 
     #[test]
     fn token_files_parse_like_upstream() {
-        let auth = TokenAuthenticator::from_csv("# comment\nabc,alice,1,\"dev,ops\"\nxyz,bob,2\n").unwrap();
+        let auth = TokenAuthenticator::from_csv("# comment\nabc,alice,1,\"dev,ops\"\nxyz,bob,2\n")
+            .unwrap();
         let alice = auth.lookup("abc").unwrap();
         assert_eq!(alice.user, "alice");
         assert_eq!(alice.groups, vec!["dev", "ops", "system:authenticated"]);
-        assert_eq!(auth.lookup("xyz").unwrap().groups, vec!["system:authenticated"]);
+        assert_eq!(
+            auth.lookup("xyz").unwrap().groups,
+            vec!["system:authenticated"]
+        );
         assert!(auth.lookup("nope").is_none());
         assert!(TokenAuthenticator::from_csv("only,two").is_err());
     }

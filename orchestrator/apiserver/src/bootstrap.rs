@@ -12,10 +12,20 @@ use crate::objects::Objects;
 use crate::state::AppState;
 
 /// Namespaces created at first start.
-pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+pub(crate) const SYSTEM_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
 
-async fn create_if_missing(state: &AppState, plural: &str, ns: Option<&str>, obj: Value) -> ApiResult<()> {
-    let info = state.registry().get("", "v1", plural).expect("core resource").clone();
+async fn create_if_missing(
+    state: &AppState,
+    plural: &str,
+    ns: Option<&str>,
+    obj: Value,
+) -> ApiResult<()> {
+    let info = state
+        .registry()
+        .get("", "v1", plural)
+        .expect("core resource")
+        .clone();
     match Objects::new(state, &info).create(ns, obj, false).await {
         Ok(_) => Ok(()),
         Err(e) if e.code == StatusCode::CONFLICT => Ok(()),
@@ -25,7 +35,7 @@ async fn create_if_missing(state: &AppState, plural: &str, ns: Option<&str>, obj
 
 /// Create the `default` ServiceAccount of a namespace (the service account controller's job
 /// upstream); failures are logged, not returned.
-pub async fn ensure_default_service_account(state: &AppState, namespace: &str) {
+pub(crate) async fn ensure_default_service_account(state: &AppState, namespace: &str) {
     let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": namespace}});
     if let Err(e) = create_if_missing(state, "serviceaccounts", Some(namespace), sa).await {
         tracing::warn!(namespace, error = %e, "creating the default service account failed");
@@ -33,7 +43,7 @@ pub async fn ensure_default_service_account(state: &AppState, namespace: &str) {
 }
 
 /// Make sure the bootstrap objects exist; `address`/`port` is where clients reach this server.
-pub async fn bootstrap(state: &AppState, address: IpAddr, port: u16) -> ApiResult<()> {
+pub(crate) async fn bootstrap(state: &AppState, address: IpAddr, port: u16) -> ApiResult<()> {
     for ns in SYSTEM_NAMESPACES {
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
         create_if_missing(state, "namespaces", None, obj).await?;
@@ -47,10 +57,18 @@ pub async fn bootstrap(state: &AppState, address: IpAddr, port: u16) -> ApiResul
                  "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
     });
     create_if_missing(state, "services", Some("default"), service).await?;
-    let address = if address.is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { address };
+    let address = if address.is_unspecified() {
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        address
+    };
     let subsets = json!([{"addresses": [{"ip": address.to_string()}],
                           "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]);
-    let endpoints_info = state.registry().get("", "v1", "endpoints").expect("registered").clone();
+    let endpoints_info = state
+        .registry()
+        .get("", "v1", "endpoints")
+        .expect("registered")
+        .clone();
     let objects = Objects::new(state, &endpoints_info);
     let endpoints = json!({"apiVersion": "v1", "kind": "Endpoints",
         "metadata": {"name": "kubernetes", "namespace": "default", "labels": labels}, "subsets": subsets});

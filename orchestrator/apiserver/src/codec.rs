@@ -10,20 +10,22 @@ use skiff_store::KeyValue;
 use crate::error::{ApiError, ApiResult};
 use crate::request::FieldValidation;
 
-/// Media types accepted for object bodies.
-pub const OBJECT_MEDIA_TYPES: &[&str] = &["application/json", "application/yaml"];
-
 /// Parse a JSON or YAML body. Protobuf bodies are refused with 415, which kubectl prints.
-pub fn parse_body(content_type: &str, body: &[u8]) -> ApiResult<Value> {
+pub(crate) fn parse_body(content_type: &str, body: &[u8]) -> ApiResult<Value> {
     match content_type {
-        "application/json" | "*/*" | "text/plain" => serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))),
+        "application/json" | "*/*" | "text/plain" => serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+        }),
         "application/yaml" | "application/x-yaml" | "text/yaml" => {
             serde_norway::from_slice(body).map_err(|e| ApiError::bad_request(format!("yaml: {e}")))
         }
         other => Err(ApiError::unsupported_media_type(
             other,
-            &["application/json", "application/yaml", "application/vnd.kubernetes.protobuf"],
+            &[
+                "application/json",
+                "application/yaml",
+                "application/vnd.kubernetes.protobuf",
+            ],
         )),
     }
 }
@@ -31,7 +33,7 @@ pub fn parse_body(content_type: &str, body: &[u8]) -> ApiResult<Value> {
 /// Check and decode an object body for `info` (the served version): fill a missing
 /// apiVersion/kind, refuse a mismatched one, decode through the typed struct and handle unknown
 /// fields as `fieldValidation` says. Returns the object and any warnings.
-pub fn decode_object(
+pub(crate) fn decode_object(
     info: &ResourceInfo,
     mut value: Value,
     validation: FieldValidation,
@@ -70,7 +72,7 @@ pub fn decode_object(
 }
 
 /// Decode a body of an explicit kind (`Scale`, `Eviction`, `Binding`, `DeleteOptions`…).
-pub fn decode_typed(
+pub(crate) fn decode_typed(
     group: &str,
     version: &str,
     kind: &str,
@@ -109,7 +111,7 @@ fn short_type(v: &Value) -> &'static str {
 }
 
 /// The bytes stored for an object: JSON without `resourceVersion`.
-pub fn encode_for_store(object: &Value) -> Bytes {
+pub(crate) fn encode_for_store(object: &Value) -> Bytes {
     let mut object = object.clone();
     if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("resourceVersion");
@@ -118,7 +120,7 @@ pub fn encode_for_store(object: &Value) -> Bytes {
 }
 
 /// A stored object with its `resourceVersion` set from the store revision.
-pub fn decode_stored(kv: &KeyValue) -> ApiResult<Value> {
+pub(crate) fn decode_stored(kv: &KeyValue) -> ApiResult<Value> {
     let mut object: Value = serde_json::from_slice(&kv.value)
         .map_err(|e| ApiError::internal(format!("stored object {} is corrupt: {e}", kv.key)))?;
     set_resource_version(&mut object, kv.mod_revision);
@@ -126,14 +128,14 @@ pub fn decode_stored(kv: &KeyValue) -> ApiResult<Value> {
 }
 
 /// Set `metadata.resourceVersion`.
-pub fn set_resource_version(object: &mut Value, revision: i64) {
+pub(crate) fn set_resource_version(object: &mut Value, revision: i64) {
     if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.insert("resourceVersion".into(), json!(revision.to_string()));
     }
 }
 
 /// A stored object as the client's version shows it.
-pub fn to_served(info: &ResourceInfo, stored: Value) -> Value {
+pub(crate) fn to_served(info: &ResourceInfo, stored: Value) -> Value {
     let mut object = if info.version == info.storage_version {
         stored
     } else {
@@ -147,7 +149,7 @@ pub fn to_served(info: &ResourceInfo, stored: Value) -> Value {
 }
 
 /// A served-version object converted for storage (`existing` keeps what the version cannot say).
-pub fn to_storage(info: &ResourceInfo, object: Value, existing: Option<&Value>) -> Value {
+pub(crate) fn to_storage(info: &ResourceInfo, object: Value, existing: Option<&Value>) -> Value {
     if info.version == info.storage_version {
         return object;
     }
@@ -164,8 +166,11 @@ pub fn to_storage(info: &ResourceInfo, object: Value, existing: Option<&Value>) 
 }
 
 /// The `metadata.resourceVersion` a client sent, if any; a malformed one is a 400.
-pub fn client_resource_version(object: &Value) -> ApiResult<Option<i64>> {
-    match object.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+pub(crate) fn client_resource_version(object: &Value) -> ApiResult<Option<i64>> {
+    match object
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+    {
         None | Some("") => Ok(None),
         Some(rv) => rv
             .parse()

@@ -28,8 +28,10 @@ fn wants_aggregated(headers: &HeaderMap) -> bool {
 
 fn aggregated_response(body: &Value) -> Response {
     let mut r = (StatusCode::OK, serde_json::to_vec(body).unwrap_or_default()).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(AGGREGATED));
-    r.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept"));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(AGGREGATED));
+    r.headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("Accept"));
     r
 }
 
@@ -71,7 +73,10 @@ fn aggregated_list(registry: &Registry, core: bool) -> Value {
             let versions: Vec<Value> = versions
                 .iter()
                 .map(|v| {
-                    let resources: Vec<Value> = registry.in_group_version(&group, v).map(aggregated_resource).collect();
+                    let resources: Vec<Value> = registry
+                        .in_group_version(&group, v)
+                        .map(aggregated_resource)
+                        .collect();
                     json!({"version": v, "resources": resources, "freshness": "Current"})
                 })
                 .collect();
@@ -114,12 +119,21 @@ pub(crate) async fn apis(State(state): State<AppState>, headers: HeaderMap) -> R
         .filter(|(g, _)| !g.is_empty())
         .map(|(g, v)| api_group(&g, &v))
         .collect();
-    json_response(StatusCode::OK, &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}), &[])
+    json_response(
+        StatusCode::OK,
+        &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}),
+        &[],
+    )
 }
 
 /// `GET /apis/{group}`.
 pub(crate) async fn group(State(state): State<AppState>, Path(group): Path<String>) -> Response {
-    match state.registry().group_versions().into_iter().find(|(g, _)| *g == group) {
+    match state
+        .registry()
+        .group_versions()
+        .into_iter()
+        .find(|(g, _)| *g == group)
+    {
         Some((g, v)) => {
             let mut body = api_group(&g, &v);
             body["kind"] = json!("APIGroup");
@@ -159,8 +173,14 @@ fn resource_list(registry: &Registry, group: &str, version: &str) -> Option<Valu
     if resources.is_empty() {
         return None;
     }
-    let group_version = if group.is_empty() { version.to_owned() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}))
+    let group_version = if group.is_empty() {
+        version.to_owned()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}),
+    )
 }
 
 /// `GET /api/v1`.
@@ -170,7 +190,10 @@ pub(crate) async fn core_resources(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /apis/{group}/{version}`.
-pub(crate) async fn group_resources(State(state): State<AppState>, Path((group, version)): Path<(String, String)>) -> Response {
+pub(crate) async fn group_resources(
+    State(state): State<AppState>,
+    Path((group, version)): Path<(String, String)>,
+) -> Response {
     match resource_list(state.registry(), &group, &version) {
         Some(list) => json_response(StatusCode::OK, &list, &[]),
         None => ApiError::path_not_found().into_response(),
@@ -180,7 +203,12 @@ pub(crate) async fn group_resources(State(state): State<AppState>, Path((group, 
 /// `GET /version`.
 pub(crate) async fn version(State(state): State<AppState>) -> Response {
     let git_version = state.serving().git_version.clone();
-    let minor = git_version.trim_start_matches('v').split('.').nth(1).unwrap_or("33").to_owned();
+    let minor = git_version
+        .trim_start_matches('v')
+        .split('.')
+        .nth(1)
+        .unwrap_or("33")
+        .to_owned();
     json_response(
         StatusCode::OK,
         &json!({
@@ -211,7 +239,10 @@ mod tests {
         let r = Registry::builtin();
         let core = resource_list(&r, "", "v1").unwrap();
         let resources = core["resources"].as_array().unwrap();
-        let eviction = resources.iter().find(|r| r["name"] == "pods/eviction").unwrap();
+        let eviction = resources
+            .iter()
+            .find(|r| r["name"] == "pods/eviction")
+            .unwrap();
         assert_eq!(eviction["group"], "policy");
         assert_eq!(eviction["kind"], "Eviction");
         let pods = resources.iter().find(|r| r["name"] == "pods").unwrap();
@@ -222,12 +253,31 @@ mod tests {
     fn aggregated_lists_carry_scope_and_response_kind() {
         let r = Registry::builtin();
         let apis = aggregated_list(&r, false);
-        let apps = apis["items"].as_array().unwrap().iter().find(|i| i["metadata"]["name"] == "apps").unwrap();
-        let deploy = &apps["versions"][0]["resources"].as_array().unwrap().iter().find(|r| r["resource"] == "deployments").unwrap().clone();
+        let apps = apis["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["metadata"]["name"] == "apps")
+            .unwrap();
+        let deploy = &apps["versions"][0]["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resource"] == "deployments")
+            .unwrap()
+            .clone();
         assert_eq!(deploy["scope"], "Namespaced");
         assert_eq!(deploy["responseKind"]["kind"], "Deployment");
         assert_eq!(deploy["subresources"][1]["responseKind"]["kind"], "Scale");
-        let autoscaling = apis["items"].as_array().unwrap().iter().find(|i| i["metadata"]["name"] == "autoscaling").unwrap();
-        assert_eq!(autoscaling["versions"][0]["version"], "v2", "preferred version first");
+        let autoscaling = apis["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["metadata"]["name"] == "autoscaling")
+            .unwrap();
+        assert_eq!(
+            autoscaling["versions"][0]["version"], "v2",
+            "preferred version first"
+        );
     }
 }

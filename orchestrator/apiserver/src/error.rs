@@ -21,7 +21,7 @@ pub struct ApiError {
 }
 
 /// `Result` with [`ApiError`].
-pub type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     fn new(code: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
@@ -50,8 +50,12 @@ impl ApiError {
 
     /// Not found for a resource named by its plain plural (`namespaces "x" not found`).
     pub fn not_found_plain(plural: &str, name: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "NotFound", format!("{plural} \"{name}\" not found"))
-            .with_details(json!({"name": name, "kind": plural}))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("{plural} \"{name}\" not found"),
+        )
+        .with_details(json!({"name": name, "kind": plural}))
     }
 
     /// `pods "p1" already exists`.
@@ -90,14 +94,18 @@ impl ApiError {
     pub fn invalid(info: &ResourceInfo, name: &str, errors: &[FieldError]) -> Self {
         let causes: Vec<Value> = errors
             .iter()
-            .map(|e| json!({"reason": e.error_type.reason(), "message": e.body(), "field": e.field}))
+            .map(
+                |e| json!({"reason": e.error_type.reason(), "message": e.body(), "field": e.field}),
+            )
             .collect();
         Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "Invalid",
             invalid_message(&info.qualified_kind(), name, errors),
         )
-        .with_details(json!({"name": name, "group": info.group, "kind": info.kind, "causes": causes}))
+        .with_details(
+            json!({"name": name, "group": info.group, "kind": info.kind, "causes": causes}),
+        )
     }
 
     /// 400.
@@ -117,8 +125,12 @@ impl ApiError {
 
     /// 404 for a path that is not an API resource.
     pub fn path_not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource")
-            .with_details(json!({}))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+        .with_details(json!({}))
     }
 
     /// 405.
@@ -126,7 +138,10 @@ impl ApiError {
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
-            format!("{verb} is not supported on resources of kind \"{}\"", info.plural),
+            format!(
+                "{verb} is not supported on resources of kind \"{}\"",
+                info.plural
+            ),
         )
     }
 
@@ -164,7 +179,11 @@ impl ApiError {
 
     /// 503.
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", message)
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            message,
+        )
     }
 
     /// 500.
@@ -187,7 +206,13 @@ impl ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.code.as_u16(), self.reason, self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.code.as_u16(),
+            self.reason,
+            self.message
+        )
     }
 }
 
@@ -195,21 +220,25 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::to_vec(&self.status()).unwrap_or_default();
         let mut response = (self.code, body).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         response
     }
 }
 
 /// Map a store error about one object to the API error users see.
-pub fn from_store(err: skiff_store::Error, info: &ResourceInfo, name: &str) -> ApiError {
+pub(crate) fn from_store(err: skiff_store::Error, info: &ResourceInfo, name: &str) -> ApiError {
     use skiff_store::Error as E;
     match err {
         E::AlreadyExists { .. } => ApiError::already_exists(info, name),
         E::NotFound { .. } => ApiError::not_found(info, name),
         E::Conflict { .. } => ApiError::modified(info, name),
-        E::Compacted { requested, compacted } => ApiError::gone(format!(
+        E::Compacted {
+            requested,
+            compacted,
+        } => ApiError::gone(format!(
             "too old resource version: {requested} ({compacted})"
         )),
         E::FutureRevision { requested, current } => ApiError::new(
@@ -222,4 +251,3 @@ pub fn from_store(err: skiff_store::Error, info: &ResourceInfo, name: &str) -> A
         E::Backend(msg) => ApiError::internal(msg),
     }
 }
-

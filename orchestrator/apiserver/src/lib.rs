@@ -121,20 +121,28 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health))
         .route("/metrics", get(metrics_endpoint))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            let path = request
-                .extensions()
-                .get::<MatchedPath>()
-                .map_or_else(|| request.uri().path().to_owned(), |p| p.as_str().to_owned());
-            tracing::debug_span!("http", method = %request.method(), path = %path)
-        }))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let path = request.extensions().get::<MatchedPath>().map_or_else(
+                    || request.uri().path().to_owned(),
+                    |p| p.as_str().to_owned(),
+                );
+                tracing::debug_span!("http", method = %request.method(), path = %path)
+            }),
+        )
         .with_state(state)
 }
 
 async fn health() -> Response {
     let mut r = (StatusCode::OK, "ok").into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
@@ -165,11 +173,19 @@ pub async fn start(
     let pki = Pki::load_or_create(&config.data_dir.join("pki"))?;
     let mut tokens = TokenAuthenticator::default();
     if let Some(path) = &config.token_auth_file {
-        tokens = TokenAuthenticator::from_file(path).with_context(|| format!("reading token file {}", path.display()))?;
+        tokens = TokenAuthenticator::from_file(path)
+            .with_context(|| format!("reading token file {}", path.display()))?;
     }
     let metrics = ApiMetrics::default();
     metrics.register(&mut metrics_registry);
-    let state = AppState::new(store, metrics, Arc::new(metrics_registry), config.serving.clone(), shutdown.clone(), tokens);
+    let state = AppState::new(
+        store,
+        metrics,
+        Arc::new(metrics_registry),
+        config.serving.clone(),
+        shutdown.clone(),
+        tokens,
+    );
 
     let listener = TcpListener::bind(SocketAddr::new(config.bind_address, config.port))
         .await
@@ -181,20 +197,35 @@ pub async fn start(
     }
     let serving = pki.server_certificate(&sans)?;
     let tls = server::tls_config(&pki.ca.cert_pem, &serving)?;
-    let host = if config.bind_address.is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { config.bind_address };
+    let host = if config.bind_address.is_unspecified() {
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        config.bind_address
+    };
     let url = format!("https://{}", SocketAddr::new(host, port));
     let kubeconfig = config.data_dir.join("kubeconfig");
     pki.write_admin_kubeconfig(&kubeconfig, &url, "skiff")?;
 
-    bootstrap::bootstrap(&state, host, port).await.map_err(|e| anyhow::anyhow!("bootstrapping: {e}"))?;
+    bootstrap::bootstrap(&state, host, port)
+        .await
+        .map_err(|e| anyhow::anyhow!("bootstrapping: {e}"))?;
 
     let app = router(state.clone());
-    let mut tasks = vec![tokio::spawn(server::serve_tls(listener, tls, app.clone(), shutdown.clone()))];
+    let mut tasks = vec![tokio::spawn(server::serve_tls(
+        listener,
+        tls,
+        app.clone(),
+        shutdown.clone(),
+    ))];
     let mut insecure_url = None;
     if let Some(p) = config.insecure_port {
         let insecure = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], p))).await?;
         insecure_url = Some(format!("http://{}", insecure.local_addr()?));
-        tasks.push(tokio::spawn(server::serve_insecure(insecure, app, shutdown.clone())));
+        tasks.push(tokio::spawn(server::serve_insecure(
+            insecure,
+            app,
+            shutdown.clone(),
+        )));
     }
     tracing::info!(%url, kubeconfig = %kubeconfig.display(), "api server listening");
     Ok(RunningApiServer {

@@ -23,14 +23,14 @@ use crate::state::AppState;
 const MAX_UPDATE_ATTEMPTS: usize = 16;
 
 /// Operations on one resource's objects.
-pub struct Objects<'a> {
+pub(crate) struct Objects<'a> {
     state: &'a AppState,
     /// The resource in its storage version.
     pub info: &'a ResourceInfo,
 }
 
 /// The outcome of a delete.
-pub enum Deleted {
+pub(crate) enum Deleted {
     /// The object is gone; this was its last state.
     Gone(Value),
     /// Deletion started (finalizers or a grace period); this is the object now.
@@ -38,7 +38,7 @@ pub enum Deleted {
 }
 
 /// What a list returns.
-pub struct ListResult {
+pub(crate) struct ListResult {
     /// Matching objects (storage version).
     pub items: Vec<Value>,
     /// The revision the list was read at.
@@ -49,7 +49,7 @@ pub struct ListResult {
 
 /// List parameters.
 #[derive(Default)]
-pub struct ListOptions {
+pub(crate) struct ListOptions {
     /// Label filter.
     pub labels: LabelSelector,
     /// Field filter.
@@ -64,7 +64,7 @@ pub struct ListOptions {
 
 /// `DeleteOptions` fields we honour.
 #[derive(Debug, Default, Clone)]
-pub struct DeleteOptions {
+pub(crate) struct DeleteOptions {
     /// `gracePeriodSeconds`.
     pub grace_period_seconds: Option<i64>,
     /// `propagationPolicy`: Orphan, Background, Foreground.
@@ -92,19 +92,29 @@ fn decode_continue(token: &str) -> ApiResult<ContinueToken> {
 }
 
 fn encode_continue(rv: Revision, start: &str) -> String {
-    let json = serde_json::to_vec(&ContinueToken { rv, start: start.to_owned() }).expect("serializable");
+    let json = serde_json::to_vec(&ContinueToken {
+        rv,
+        start: start.to_owned(),
+    })
+    .expect("serializable");
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
 }
 
 /// `metadata.name` of an object.
-pub fn name_of(obj: &Value) -> &str {
-    obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default()
+pub(crate) fn name_of(obj: &Value) -> &str {
+    obj.pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 fn finalizers_of(obj: &Value) -> Vec<String> {
     obj.pointer("/metadata/finalizers")
         .and_then(Value::as_array)
-        .map(|f| f.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+        .map(|f| {
+            f.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -113,14 +123,20 @@ fn finalizers_of(obj: &Value) -> Vec<String> {
 fn blocks_deletion(info: &ResourceInfo, obj: &Value) -> bool {
     !finalizers_of(obj).is_empty()
         || (info.kind == "Namespace"
-            && obj.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty()))
+            && obj
+                .pointer("/spec/finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|f| !f.is_empty()))
 }
 
 impl<'a> Objects<'a> {
     /// Operations on `info`'s objects (any served version: the storage version is used).
-    pub fn new(state: &'a AppState, info: &ResourceInfo) -> Self {
+    pub(crate) fn new(state: &'a AppState, info: &ResourceInfo) -> Self {
         let storage = state.registry().storage_info(info);
-        Objects { state, info: storage }
+        Objects {
+            state,
+            info: storage,
+        }
     }
 
     fn key(&self, ns: Option<&str>, name: &str) -> String {
@@ -128,7 +144,7 @@ impl<'a> Objects<'a> {
     }
 
     /// The object, or 404.
-    pub async fn get(&self, ns: Option<&str>, name: &str) -> ApiResult<Value> {
+    pub(crate) async fn get(&self, ns: Option<&str>, name: &str) -> ApiResult<Value> {
         match self.state.store().get(&self.key(ns, name)).await {
             Ok(Some(kv)) => decode_stored(&kv),
             Ok(None) => Err(ApiError::not_found(self.info, name)),
@@ -137,9 +153,18 @@ impl<'a> Objects<'a> {
     }
 
     /// 404 unless the namespace exists; 403 while it terminates (creates only).
-    pub async fn check_namespace(&self, ns: &str, creating: bool) -> ApiResult<()> {
-        let namespaces = self.state.registry().get("", "v1", "namespaces").expect("registered");
-        match self.state.store().get(&namespaces.storage_key(None, ns)).await {
+    pub(crate) async fn check_namespace(&self, ns: &str, creating: bool) -> ApiResult<()> {
+        let namespaces = self
+            .state
+            .registry()
+            .get("", "v1", "namespaces")
+            .expect("registered");
+        match self
+            .state
+            .store()
+            .get(&namespaces.storage_key(None, ns))
+            .await
+        {
             Ok(Some(kv)) => {
                 let object = decode_stored(&kv)?;
                 let terminating = object.pointer("/status/phase") == Some(&json!("Terminating"))
@@ -159,11 +184,19 @@ impl<'a> Objects<'a> {
     }
 
     /// Create an object (storage version, with name or generateName). Returns it as stored.
-    pub async fn create(&self, ns: Option<&str>, mut obj: Value, dry_run: bool) -> ApiResult<Value> {
+    pub(crate) async fn create(
+        &self,
+        ns: Option<&str>,
+        mut obj: Value,
+        dry_run: bool,
+    ) -> ApiResult<Value> {
         if let Some(ns) = ns {
             obj["metadata"]["namespace"] = json!(ns);
         }
-        let generate = obj.pointer("/metadata/generateName").and_then(Value::as_str).map(str::to_owned);
+        let generate = obj
+            .pointer("/metadata/generateName")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         let explicit = !name_of(&obj).is_empty();
         let attempts = if explicit || generate.is_none() { 1 } else { 8 };
         for attempt in 0..attempts {
@@ -178,13 +211,20 @@ impl<'a> Objects<'a> {
                 set_resource_version(&mut out, self.state.store().current_revision());
                 return Ok(out);
             }
-            match self.state.store().create(&self.key(ns, &name), encode_for_store(&prepared)).await {
+            match self
+                .state
+                .store()
+                .create(&self.key(ns, &name), encode_for_store(&prepared))
+                .await
+            {
                 Ok(kv) => {
                     let mut out = prepared;
                     set_resource_version(&mut out, kv.mod_revision);
                     return Ok(out);
                 }
-                Err(StoreError::AlreadyExists { .. }) if !explicit && attempt + 1 < attempts => continue,
+                Err(StoreError::AlreadyExists { .. }) if !explicit && attempt + 1 < attempts => {
+                    continue;
+                }
                 Err(e) => return Err(from_store(e, self.info, &name)),
             }
         }
@@ -194,7 +234,7 @@ impl<'a> Objects<'a> {
     /// Update an object through `mutate`, which gets the current object and returns the desired
     /// one plus the client's resourceVersion precondition, if it set one. Without a
     /// precondition, a concurrent write makes us re-read and retry (upstream's GuaranteedUpdate).
-    pub async fn update<F>(
+    pub(crate) async fn update<F>(
         &self,
         ns: Option<&str>,
         name: &str,
@@ -215,7 +255,9 @@ impl<'a> Objects<'a> {
             {
                 return Err(ApiError::modified(self.info, name));
             }
-            let mut new = admission::prepare_update(self.state, self.info, subresource, &current, desired).await?;
+            let mut new =
+                admission::prepare_update(self.state, self.info, subresource, &current, desired)
+                    .await?;
             set_resource_version(&mut new, revision);
             if new == current {
                 return Ok(current);
@@ -237,7 +279,12 @@ impl<'a> Objects<'a> {
                     Err(e) => Err(from_store(e, self.info, name)),
                 };
             }
-            match self.state.store().update(&key, encode_for_store(&new), revision).await {
+            match self
+                .state
+                .store()
+                .update(&key, encode_for_store(&new), revision)
+                .await
+            {
                 Ok(kv) => {
                     set_resource_version(&mut new, kv.mod_revision);
                     return Ok(new);
@@ -254,18 +301,28 @@ impl<'a> Objects<'a> {
     }
 
     /// Delete with preconditions, propagation finalizers, finalizers and pod grace periods.
-    pub async fn delete(&self, ns: Option<&str>, name: &str, opts: &DeleteOptions) -> ApiResult<Deleted> {
+    pub(crate) async fn delete(
+        &self,
+        ns: Option<&str>,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> ApiResult<Deleted> {
         let key = self.key(ns, name);
         for _ in 0..MAX_UPDATE_ATTEMPTS {
             let current = self.get(ns, name).await?;
             let revision = current_revision(&current);
             if let Some(uid) = &opts.precondition_uid {
-                let actual = current.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+                let actual = current
+                    .pointer("/metadata/uid")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 if uid != actual {
                     return Err(ApiError::conflict(
                         self.info,
                         name,
-                        &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"),
+                        &format!(
+                            "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
+                        ),
                     ));
                 }
             }
@@ -275,7 +332,9 @@ impl<'a> Objects<'a> {
                 return Err(ApiError::conflict(
                     self.info,
                     name,
-                    &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {revision}"),
+                    &format!(
+                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {revision}"
+                    ),
                 ));
             }
             let mut new = current.clone();
@@ -311,7 +370,12 @@ impl<'a> Objects<'a> {
                 if opts.dry_run {
                     return Ok(Deleted::Pending(new));
                 }
-                match self.state.store().update(&key, encode_for_store(&new), revision).await {
+                match self
+                    .state
+                    .store()
+                    .update(&key, encode_for_store(&new), revision)
+                    .await
+                {
                     Ok(kv) => {
                         set_resource_version(&mut new, kv.mod_revision);
                         return Ok(Deleted::Pending(new));
@@ -333,7 +397,11 @@ impl<'a> Objects<'a> {
                 Err(e) => return Err(from_store(e, self.info, name)),
             }
         }
-        Err(ApiError::conflict(self.info, name, "the object is being modified too quickly; please try again"))
+        Err(ApiError::conflict(
+            self.info,
+            name,
+            "the object is being modified too quickly; please try again",
+        ))
     }
 
     /// Pods bound to a node get a grace period (the agent finishes their deletion); everything
@@ -342,28 +410,42 @@ impl<'a> Objects<'a> {
         if self.info.kind != "Pod" {
             return 0;
         }
-        let bound = obj.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
-        let phase = obj.pointer("/status/phase").and_then(Value::as_str).unwrap_or_default();
+        let bound = obj
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty());
+        let phase = obj
+            .pointer("/status/phase")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if !bound || phase == "Succeeded" || phase == "Failed" {
             return 0;
         }
-        let default = obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30);
+        let default = obj
+            .pointer("/spec/terminationGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(30);
         let grace = opts.grace_period_seconds.unwrap_or(default).max(0);
         // A pod already being deleted keeps its (shorter) grace period.
-        match obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64) {
+        match obj
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+        {
             Some(existing) => existing.min(grace),
             None => grace,
         }
     }
 
     /// List objects under a namespace (or all), filtered, one page at a time.
-    pub async fn list(&self, ns: Option<&str>, opts: &ListOptions) -> ApiResult<ListResult> {
+    pub(crate) async fn list(&self, ns: Option<&str>, opts: &ListOptions) -> ApiResult<ListResult> {
         let prefix = self.info.storage_prefix_in(ns);
         let (mut start_after, mut revision) = match &opts.continue_token {
             Some(token) => {
                 let t = decode_continue(token)?;
                 if !t.start.starts_with(&prefix) {
-                    return Err(ApiError::bad_request("continue key is not valid: wrong resource"));
+                    return Err(ApiError::bad_request(
+                        "continue key is not valid: wrong resource",
+                    ));
                 }
                 (Some(t.start), t.rv)
             }
@@ -372,9 +454,17 @@ impl<'a> Objects<'a> {
         let filtering = !opts.labels.is_empty() || !opts.fields.is_empty();
         let mut items = Vec::new();
         loop {
-            let want = if opts.limit == 0 { 0 } else { opts.limit - items.len() };
+            let want = if opts.limit == 0 {
+                0
+            } else {
+                opts.limit - items.len()
+            };
             // Filtering reads bigger pages so one client page needs few store reads.
-            let page = if filtering && want > 0 { want.max(500) } else { want };
+            let page = if filtering && want > 0 {
+                want.max(500)
+            } else {
+                want
+            };
             let result = self
                 .state
                 .store()
@@ -394,14 +484,25 @@ impl<'a> Objects<'a> {
                 if opts.labels.matches_object(&obj) && opts.fields.matches(&self.info.kind, &obj) {
                     items.push(obj);
                     if opts.limit != 0 && items.len() == opts.limit {
-                        let more = result.more || last_key.as_deref() != result.kvs.last().map(|k| k.key.as_str());
-                        let token = more.then(|| encode_continue(revision, last_key.as_deref().unwrap_or_default()));
-                        return Ok(ListResult { items, revision, continue_token: token });
+                        let more = result.more
+                            || last_key.as_deref() != result.kvs.last().map(|k| k.key.as_str());
+                        let token = more.then(|| {
+                            encode_continue(revision, last_key.as_deref().unwrap_or_default())
+                        });
+                        return Ok(ListResult {
+                            items,
+                            revision,
+                            continue_token: token,
+                        });
                     }
                 }
             }
             if !result.more {
-                return Ok(ListResult { items, revision, continue_token: None });
+                return Ok(ListResult {
+                    items,
+                    revision,
+                    continue_token: None,
+                });
             }
             start_after = last_key;
         }
@@ -409,7 +510,7 @@ impl<'a> Objects<'a> {
 }
 
 /// `metadata.resourceVersion` of a stored object as a revision.
-pub fn current_revision(obj: &Value) -> Revision {
+pub(crate) fn current_revision(obj: &Value) -> Revision {
     obj.pointer("/metadata/resourceVersion")
         .and_then(Value::as_str)
         .and_then(|s| s.parse().ok())
@@ -417,7 +518,7 @@ pub fn current_revision(obj: &Value) -> Revision {
 }
 
 /// Now, for handlers that stamp times.
-pub fn now() -> String {
+pub(crate) fn now() -> String {
     now_rfc3339()
 }
 
@@ -429,7 +530,10 @@ mod tests {
     fn continue_tokens_round_trip() {
         let t = encode_continue(42, "/registry/core/pods/default/web");
         let d = decode_continue(&t).unwrap();
-        assert_eq!((d.rv, d.start.as_str()), (42, "/registry/core/pods/default/web"));
+        assert_eq!(
+            (d.rv, d.start.as_str()),
+            (42, "/registry/core/pods/default/web")
+        );
         assert!(decode_continue("garbage!").is_err());
     }
 }

@@ -13,8 +13,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use k8s_openapi::api;
-use schemars::generate::{SchemaGenerator, SchemaSettings};
 use schemars::JsonSchema;
+use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{Map, Value, json};
 use skiff_api::{Registry, ResourceInfo};
 
@@ -36,7 +36,12 @@ fn schema_name<T: JsonSchema>(generator: &mut SchemaGenerator) -> String {
 }
 
 /// Add a kind's schema (and everything it references); returns its schema name.
-fn add_kind(generator: &mut SchemaGenerator, group: &str, version: &str, kind: &str) -> Option<String> {
+fn add_kind(
+    generator: &mut SchemaGenerator,
+    group: &str,
+    version: &str,
+    kind: &str,
+) -> Option<String> {
     use api::{
         apps::v1 as apps, autoscaling::v1 as as1, autoscaling::v2 as as2, batch::v1 as batch,
         coordination::v1 as coord, core::v1 as core, policy::v1 as policy, rbac::v1 as rbac,
@@ -63,20 +68,30 @@ fn add_kind(generator: &mut SchemaGenerator, group: &str, version: &str, kind: &
         ("apps", "v1", "ControllerRevision") => schema_name::<apps::ControllerRevision>(g),
         ("batch", "v1", "Job") => schema_name::<batch::Job>(g),
         ("batch", "v1", "CronJob") => schema_name::<batch::CronJob>(g),
-        ("autoscaling", "v1", "HorizontalPodAutoscaler") => schema_name::<as1::HorizontalPodAutoscaler>(g),
-        ("autoscaling", "v2", "HorizontalPodAutoscaler") => schema_name::<as2::HorizontalPodAutoscaler>(g),
+        ("autoscaling", "v1", "HorizontalPodAutoscaler") => {
+            schema_name::<as1::HorizontalPodAutoscaler>(g)
+        }
+        ("autoscaling", "v2", "HorizontalPodAutoscaler") => {
+            schema_name::<as2::HorizontalPodAutoscaler>(g)
+        }
         ("autoscaling", "v1", "Scale") => schema_name::<as1::Scale>(g),
         ("policy", "v1", "Eviction") => schema_name::<policy::Eviction>(g),
         ("rbac.authorization.k8s.io", "v1", "Role") => schema_name::<rbac::Role>(g),
         ("rbac.authorization.k8s.io", "v1", "RoleBinding") => schema_name::<rbac::RoleBinding>(g),
         ("rbac.authorization.k8s.io", "v1", "ClusterRole") => schema_name::<rbac::ClusterRole>(g),
-        ("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding") => schema_name::<rbac::ClusterRoleBinding>(g),
+        ("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding") => {
+            schema_name::<rbac::ClusterRoleBinding>(g)
+        }
         _ => return None,
     })
 }
 
 fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
 }
 
 fn schema_ref(name: &str) -> Value {
@@ -85,7 +100,9 @@ fn schema_ref(name: &str) -> Value {
 
 fn ok_response(schema: Option<&str>) -> Value {
     match schema {
-        Some(name) => json!({"200": {"description": "OK", "content": {"application/json": {"schema": schema_ref(name)}}}}),
+        Some(name) => {
+            json!({"200": {"description": "OK", "content": {"application/json": {"schema": schema_ref(name)}}}})
+        }
         None => json!({"200": {"description": "OK"}}),
     }
 }
@@ -99,19 +116,35 @@ fn path_param(name: &str) -> Value {
 }
 
 /// Paths of one resource: the collection, the object and its subresources.
-fn resource_paths(r: &ResourceInfo, schema: &str, scale_schema: Option<&str>, paths: &mut Map<String, Value>) {
+fn resource_paths(
+    r: &ResourceInfo,
+    schema: &str,
+    scale_schema: Option<&str>,
+    paths: &mut Map<String, Value>,
+) {
     let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
     let base = format!("/{}", gv_path(&r.group, &r.version));
     let (collection, mut params) = if r.namespaced {
-        (format!("{base}/namespaces/{{namespace}}/{}", r.plural), vec![path_param("namespace")])
+        (
+            format!("{base}/namespaces/{{namespace}}/{}", r.plural),
+            vec![path_param("namespace")],
+        )
     } else {
         (format!("{base}/{}", r.plural), Vec::new())
     };
     let op = |action: &str| json!({"x-kubernetes-action": action, "x-kubernetes-group-version-kind": gvk.clone(), "responses": ok_response(Some(schema))});
     let mut create = op("post");
-    create["parameters"] = json!([query_param("dryRun"), query_param("fieldManager"), query_param("fieldValidation")]);
-    create["requestBody"] = json!({"content": {"application/json": {"schema": schema_ref(schema)}}});
-    paths.insert(collection.clone(), json!({"get": op("list"), "post": create, "parameters": params.clone()}));
+    create["parameters"] = json!([
+        query_param("dryRun"),
+        query_param("fieldManager"),
+        query_param("fieldValidation")
+    ]);
+    create["requestBody"] =
+        json!({"content": {"application/json": {"schema": schema_ref(schema)}}});
+    paths.insert(
+        collection.clone(),
+        json!({"get": op("list"), "post": create, "parameters": params.clone()}),
+    );
     params.push(path_param("name"));
     let patch_op = |schema: &str| {
         json!({
@@ -127,8 +160,13 @@ fn resource_paths(r: &ResourceInfo, schema: &str, scale_schema: Option<&str>, pa
         })
     };
     let mut replace = op("put");
-    replace["parameters"] = json!([query_param("dryRun"), query_param("fieldManager"), query_param("fieldValidation")]);
-    replace["requestBody"] = json!({"content": {"application/json": {"schema": schema_ref(schema)}}});
+    replace["parameters"] = json!([
+        query_param("dryRun"),
+        query_param("fieldManager"),
+        query_param("fieldValidation")
+    ]);
+    replace["requestBody"] =
+        json!({"content": {"application/json": {"schema": schema_ref(schema)}}});
     let object = format!("{collection}/{{name}}");
     paths.insert(
         object.clone(),
@@ -159,9 +197,14 @@ fn build(registry: &Registry) -> Documents {
             let mut tagged = Vec::new();
             let scale = add_kind(&mut generator, "autoscaling", "v1", "Scale");
             for r in registry.in_group_version(&group, &version) {
-                let Some(schema) = add_kind(&mut generator, &r.group, &r.version, &r.kind) else { continue };
+                let Some(schema) = add_kind(&mut generator, &r.group, &r.version, &r.kind) else {
+                    continue;
+                };
                 resource_paths(r, &schema, scale.as_deref(), &mut paths);
-                tagged.push((schema, json!([{"group": r.group, "version": r.version, "kind": r.kind}])));
+                tagged.push((
+                    schema,
+                    json!([{"group": r.group, "version": r.version, "kind": r.kind}]),
+                ));
             }
             let mut schemas = generator.take_definitions(true);
             for (name, gvk) in tagged {
@@ -177,11 +220,17 @@ fn build(registry: &Registry) -> Documents {
             });
             let path = gv_path(&group, &version);
             let hash = fnv_hex(&serde_json::to_vec(&doc).unwrap_or_default());
-            index.insert(path.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")}));
+            index.insert(
+                path.clone(),
+                json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")}),
+            );
             docs.insert(path, doc);
         }
     }
-    Documents { index: json!({"paths": index}), docs }
+    Documents {
+        index: json!({"paths": index}),
+        docs,
+    }
 }
 
 fn fnv_hex(bytes: &[u8]) -> String {
@@ -225,15 +274,40 @@ mod tests {
     fn patch_operations_carry_gvk_and_field_validation() {
         let docs = build(&Registry::builtin());
         let apps = &docs.docs["apis/apps/v1"];
-        let patch = &apps["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
-        assert_eq!(patch["x-kubernetes-group-version-kind"]["kind"], "Deployment");
-        assert!(patch["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation"));
-        assert!(patch["requestBody"]["content"].get("application/strategic-merge-patch+json").is_none());
+        let patch =
+            &apps["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
+        assert_eq!(
+            patch["x-kubernetes-group-version-kind"]["kind"],
+            "Deployment"
+        );
+        assert!(
+            patch["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "fieldValidation")
+        );
+        assert!(
+            patch["requestBody"]["content"]
+                .get("application/strategic-merge-patch+json")
+                .is_none()
+        );
         let schema = &apps["components"]["schemas"]["io.k8s.api.apps.v1.Deployment"];
-        assert_eq!(schema["x-kubernetes-group-version-kind"][0]["kind"], "Deployment");
+        assert_eq!(
+            schema["x-kubernetes-group-version-kind"][0]["kind"],
+            "Deployment"
+        );
         assert!(apps["components"]["schemas"]["io.k8s.api.apps.v1.DeploymentSpec"]["properties"]["replicas"].is_object());
         let text = serde_json::to_string(apps).unwrap();
-        assert!(!text.contains("#/$defs/"), "references point into components");
-        assert!(docs.index["paths"]["api/v1"]["serverRelativeURL"].as_str().unwrap().starts_with("/openapi/v3/api/v1?hash="));
+        assert!(
+            !text.contains("#/$defs/"),
+            "references point into components"
+        );
+        assert!(
+            docs.index["paths"]["api/v1"]["serverRelativeURL"]
+                .as_str()
+                .unwrap()
+                .starts_with("/openapi/v3/api/v1?hash=")
+        );
     }
 }

@@ -59,18 +59,30 @@ impl Pki {
         } else {
             let key = KeyPair::generate()?;
             let mut params = CertificateParams::new(Vec::<String>::new())?;
-            params.distinguished_name.push(DnType::CommonName, "skiff-ca");
+            params
+                .distinguished_name
+                .push(DnType::CommonName, "skiff-ca");
             params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+            params.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
             validity(&mut params, 10);
             let cert = params.self_signed(&key)?;
-            let ca = CertifiedKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() };
+            let ca = CertifiedKey {
+                cert_pem: cert.pem(),
+                key_pem: key.serialize_pem(),
+            };
             std::fs::write(&cert_path, &ca.cert_pem)?;
             write_private(&key_path, &ca.key_pem)?;
             tracing::info!(path = %cert_path.display(), "generated cluster CA");
             ca
         };
-        Ok(Pki { dir: dir.to_owned(), ca })
+        Ok(Pki {
+            dir: dir.to_owned(),
+            ca,
+        })
     }
 
     fn issue(&self, params: CertificateParams) -> Result<CertifiedKey> {
@@ -78,7 +90,10 @@ impl Pki {
         let issuer = Issuer::from_ca_cert_pem(&self.ca.cert_pem, ca_key)?;
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &issuer)?;
-        Ok(CertifiedKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+        Ok(CertifiedKey {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
     }
 
     /// A serving certificate for this host and the in-cluster names of the API, written next to
@@ -99,9 +114,15 @@ impl Pki {
         }
         names.extend(extra_names.iter().cloned());
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name.push(DnType::CommonName, "skiff-apiserver");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "skiff-apiserver");
         let mut sans: Vec<SanType> = Vec::new();
-        let mut ips: Vec<IpAddr> = vec!["127.0.0.1".parse()?, "::1".parse()?, crate::admission::KUBERNETES_SERVICE_IP.into()];
+        let mut ips: Vec<IpAddr> = vec![
+            "127.0.0.1".parse()?,
+            "::1".parse()?,
+            crate::admission::KUBERNETES_SERVICE_IP.into(),
+        ];
         for n in names {
             match n.parse::<IpAddr>() {
                 Ok(ip) => ips.push(ip),
@@ -112,7 +133,10 @@ impl Pki {
         sans.extend(ips.into_iter().map(SanType::IpAddress));
         params.subject_alt_names = sans;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         validity(&mut params, 1);
         let cert = self.issue(params)?;
         std::fs::write(self.dir.join("apiserver.crt"), &cert.cert_pem)?;
@@ -128,13 +152,21 @@ impl Pki {
             params.distinguished_name.push(DnType::OrganizationName, *g);
         }
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         validity(&mut params, 1);
         self.issue(params)
     }
 
     /// Write an admin kubeconfig for `server` to `path` (mode 0600).
-    pub fn write_admin_kubeconfig(&self, path: &Path, server: &str, cluster_name: &str) -> Result<()> {
+    pub fn write_admin_kubeconfig(
+        &self,
+        path: &Path,
+        server: &str,
+        cluster_name: &str,
+    ) -> Result<()> {
         let existing = self.dir.join("admin.crt");
         let admin = if existing.exists() && self.dir.join("admin.key").exists() {
             CertifiedKey {

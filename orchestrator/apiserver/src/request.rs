@@ -10,7 +10,7 @@ use crate::error::{ApiError, ApiResult};
 
 /// The resource a request path names.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     /// The resource in the version the request was made in.
     pub info: ResourceInfo,
     /// Namespace from the path, if any.
@@ -20,18 +20,22 @@ pub struct Target {
     /// Subresource (`status`, `scale`, `log`, …).
     pub subresource: Option<String>,
     /// Anything after the subresource (`nodes/n1/proxy/<path>`).
+    #[allow(
+        dead_code,
+        reason = "read by the node proxy, which arrives with the agent"
+    )]
     pub rest: Option<String>,
 }
 
 impl Target {
     /// Whether the request addresses a collection rather than one object.
-    pub fn is_collection(&self) -> bool {
+    pub(crate) fn is_collection(&self) -> bool {
         self.name.is_none()
     }
 }
 
 /// Resolve `segments` (the path after `/api/v1` or `/apis/<g>/<v>`) against the registry.
-pub fn parse_target(
+pub(crate) fn parse_target(
     registry: &Registry,
     group: &str,
     version: &str,
@@ -64,7 +68,9 @@ pub fn parse_target(
         [] => Err(ApiError::path_not_found()),
         // namespaces/<ns>/<plural>[/<name>[/<sub>...]] when <plural> is a namespaced resource
         ["namespaces", ns, plural, rest @ ..]
-            if registry.get(group, version, plural).is_some_and(|r| r.namespaced) =>
+            if registry
+                .get(group, version, plural)
+                .is_some_and(|r| r.namespaced) =>
         {
             target(lookup(plural)?, Some(ns), rest)
         }
@@ -82,13 +88,13 @@ pub fn parse_target(
 /// Query parameters of the Kubernetes API, as upstream's `ListOptions`, `CreateOptions`, … (one
 /// struct because requests mix them freely).
 #[derive(Debug, Clone, Default)]
-pub struct Query {
+pub(crate) struct Query {
     raw: HashMap<String, Vec<String>>,
 }
 
 impl Query {
     /// Decode a query string.
-    pub fn parse(query: Option<&str>) -> Self {
+    pub(crate) fn parse(query: Option<&str>) -> Self {
         let mut raw: HashMap<String, Vec<String>> = HashMap::new();
         for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
             raw.entry(k.into_owned()).or_default().push(v.into_owned());
@@ -97,22 +103,20 @@ impl Query {
     }
 
     /// The first value of a parameter.
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.raw.get(key).and_then(|v| v.first()).map(String::as_str)
-    }
-
-    /// Every value of a repeated parameter (`command=ls&command=-la`).
-    pub fn all(&self, key: &str) -> Vec<String> {
-        self.raw.get(key).cloned().unwrap_or_default()
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
+        self.raw
+            .get(key)
+            .and_then(|v| v.first())
+            .map(String::as_str)
     }
 
     /// A boolean parameter (`true`/`1`).
-    pub fn flag(&self, key: &str) -> bool {
+    pub(crate) fn flag(&self, key: &str) -> bool {
         matches!(self.get(key), Some("true" | "1"))
     }
 
     /// An integer parameter; a malformed one is a 400.
-    pub fn int(&self, key: &str) -> ApiResult<Option<i64>> {
+    pub(crate) fn int(&self, key: &str) -> ApiResult<Option<i64>> {
         match self.get(key) {
             None | Some("") => Ok(None),
             Some(v) => v
@@ -123,7 +127,7 @@ impl Query {
     }
 
     /// `?dryRun=All`.
-    pub fn dry_run(&self) -> ApiResult<bool> {
+    pub(crate) fn dry_run(&self) -> ApiResult<bool> {
         match self.get("dryRun") {
             None | Some("") => Ok(false),
             Some("All") => Ok(true),
@@ -134,7 +138,7 @@ impl Query {
     }
 
     /// `?fieldValidation=` (Ignore, Warn, Strict); upstream's default is Warn.
-    pub fn field_validation(&self) -> ApiResult<FieldValidation> {
+    pub(crate) fn field_validation(&self) -> ApiResult<FieldValidation> {
         match self.get("fieldValidation") {
             None | Some("") | Some("Warn") => Ok(FieldValidation::Warn),
             Some("Ignore") => Ok(FieldValidation::Ignore),
@@ -148,7 +152,7 @@ impl Query {
 
 /// What to do with fields the type does not know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FieldValidation {
+pub(crate) enum FieldValidation {
     /// Drop them silently.
     Ignore,
     /// Drop them and say so in a `Warning` header.
@@ -158,7 +162,7 @@ pub enum FieldValidation {
 }
 
 /// Whether the client asked for a `meta.k8s.io` Table.
-pub fn wants_table(headers: &HeaderMap) -> bool {
+pub(crate) fn wants_table(headers: &HeaderMap) -> bool {
     headers
         .get_all(axum::http::header::ACCEPT)
         .iter()
@@ -171,11 +175,17 @@ pub fn wants_table(headers: &HeaderMap) -> bool {
 }
 
 /// The request's media type (`application/json` when absent, parameters stripped).
-pub fn content_type(headers: &HeaderMap) -> String {
+pub(crate) fn content_type(headers: &HeaderMap) -> String {
     headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or_default().trim().to_lowercase())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_lowercase()
+        })
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| "application/json".into())
 }
@@ -187,18 +197,46 @@ mod tests {
     #[test]
     fn paths_resolve_like_upstream() {
         let r = Registry::builtin();
-        let t = parse_target(&r, "", "v1", &["namespaces", "default", "pods", "web", "log"]).unwrap();
-        assert_eq!((t.info.plural.as_str(), t.namespace.as_deref(), t.name.as_deref(), t.subresource.as_deref()),
-            ("pods", Some("default"), Some("web"), Some("log")));
+        let t = parse_target(
+            &r,
+            "",
+            "v1",
+            &["namespaces", "default", "pods", "web", "log"],
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                t.info.plural.as_str(),
+                t.namespace.as_deref(),
+                t.name.as_deref(),
+                t.subresource.as_deref()
+            ),
+            ("pods", Some("default"), Some("web"), Some("log"))
+        );
         let t = parse_target(&r, "", "v1", &["namespaces", "default"]).unwrap();
-        assert_eq!((t.info.plural.as_str(), t.name.as_deref()), ("namespaces", Some("default")));
+        assert_eq!(
+            (t.info.plural.as_str(), t.name.as_deref()),
+            ("namespaces", Some("default"))
+        );
         let t = parse_target(&r, "", "v1", &["namespaces", "kube-system", "status"]).unwrap();
         assert_eq!(t.subresource.as_deref(), Some("status"));
         let t = parse_target(&r, "", "v1", &["pods"]).unwrap();
         assert!(t.is_collection() && t.namespace.is_none());
-        let t = parse_target(&r, "apps", "v1", &["namespaces", "d", "deployments", "web", "scale"]).unwrap();
+        let t = parse_target(
+            &r,
+            "apps",
+            "v1",
+            &["namespaces", "d", "deployments", "web", "scale"],
+        )
+        .unwrap();
         assert_eq!(t.subresource.as_deref(), Some("scale"));
-        let t = parse_target(&r, "", "v1", &["nodes", "n1", "proxy", "metrics", "cadvisor"]).unwrap();
+        let t = parse_target(
+            &r,
+            "",
+            "v1",
+            &["nodes", "n1", "proxy", "metrics", "cadvisor"],
+        )
+        .unwrap();
         assert_eq!(t.rest.as_deref(), Some("metrics/cadvisor"));
         assert!(parse_target(&r, "", "v1", &["pods", "x"]).is_err());
         assert!(parse_target(&r, "", "v1", &["widgets"]).is_err());
@@ -207,7 +245,9 @@ mod tests {
 
     #[test]
     fn queries_decode_plus_as_space() {
-        let q = Query::parse(Some("labelSelector=app+in+%28nginx%2Cx%29&limit=500&watch=1"));
+        let q = Query::parse(Some(
+            "labelSelector=app+in+%28nginx%2Cx%29&limit=500&watch=1",
+        ));
         assert_eq!(q.get("labelSelector"), Some("app in (nginx,x)"));
         assert_eq!(q.int("limit").unwrap(), Some(500));
         assert!(q.flag("watch"));

@@ -25,7 +25,10 @@ use crate::pki::CertifiedKey;
 
 /// Build the TLS configuration: our serving certificate, client certificates verified against
 /// the cluster CA but optional (tokens authenticate too), HTTP/2 and HTTP/1.1 by ALPN.
-pub fn tls_config(ca_pem: &str, serving: &CertifiedKey) -> anyhow::Result<Arc<ServerConfig>> {
+pub(crate) fn tls_config(
+    ca_pem: &str,
+    serving: &CertifiedKey,
+) -> anyhow::Result<Arc<ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
@@ -45,8 +48,12 @@ pub fn tls_config(ca_pem: &str, serving: &CertifiedKey) -> anyhow::Result<Arc<Se
     Ok(Arc::new(config))
 }
 
-async fn serve_connection<IO>(io: IO, app: Router, identity: Option<Identity>, graceful: hyper_util::server::graceful::Watcher)
-where
+async fn serve_connection<IO>(
+    io: IO,
+    app: Router,
+    identity: Option<Identity>,
+    graceful: hyper_util::server::graceful::Watcher,
+) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let peer = PeerIdentity(identity);
@@ -55,14 +62,20 @@ where
         request
     });
     let builder = auto::Builder::new(TokioExecutor::new());
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
+    let connection =
+        builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
     if let Err(e) = graceful.watch(connection.into_owned()).await {
         tracing::debug!(error = %e, "connection ended with an error");
     }
 }
 
 /// Serve HTTPS until `shutdown`.
-pub async fn serve_tls(listener: TcpListener, tls: Arc<ServerConfig>, app: Router, shutdown: CancellationToken) {
+pub(crate) async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    app: Router,
+    shutdown: CancellationToken,
+) {
     let acceptor = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
     let mut backoff = Duration::from_millis(10);
@@ -85,14 +98,15 @@ pub async fn serve_tls(listener: TcpListener, tls: Arc<ServerConfig>, app: Route
         let app = app.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "tls handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
+            let stream =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "tls handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
             let identity = stream
                 .get_ref()
                 .1
@@ -107,7 +121,11 @@ pub async fn serve_tls(listener: TcpListener, tls: Arc<ServerConfig>, app: Route
 
 /// Serve plain HTTP until `shutdown`; every request acts as the cluster admin, so this is only
 /// ever bound to loopback.
-pub async fn serve_insecure(listener: TcpListener, app: Router, shutdown: CancellationToken) {
+pub(crate) async fn serve_insecure(
+    listener: TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+) {
     let graceful = GracefulShutdown::new();
     loop {
         let tcp = tokio::select! {
@@ -124,13 +142,21 @@ pub async fn serve_insecure(listener: TcpListener, app: Router, shutdown: Cancel
         let _ = tcp.set_nodelay(true);
         let app = app.clone();
         let watcher = graceful.watcher();
-        tokio::spawn(serve_connection(tcp, app, Some(Identity::insecure_admin()), watcher));
+        tokio::spawn(serve_connection(
+            tcp,
+            app,
+            Some(Identity::insecure_admin()),
+            watcher,
+        ));
     }
     drain(graceful).await;
 }
 
 async fn drain(graceful: GracefulShutdown) {
-    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("connections still open after 10s; closing");
     }
 }

@@ -3,6 +3,7 @@
 
 mod patch;
 mod read;
+mod reviews;
 mod subresources;
 mod watch;
 mod write;
@@ -10,11 +11,12 @@ mod write;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
+use crate::auth::Identity;
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::{DurationLabels, RequestLabels};
 use crate::request::{Query, Target, parse_target};
@@ -22,6 +24,7 @@ use crate::state::AppState;
 
 /// Everything a verb handler needs about the request.
 pub(crate) struct Call {
+    pub(crate) identity: Option<Identity>,
     pub(crate) state: AppState,
     pub(crate) target: Target,
     pub(crate) query: Query,
@@ -33,32 +36,56 @@ pub(crate) struct Call {
 pub(crate) async fn core(
     State(state): State<AppState>,
     Path(rest): Path<String>,
+    identity: Option<Extension<Identity>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    dispatch(state, "", "v1", &rest, method, uri, headers, body).await
+    let identity = identity.map(|Extension(i)| i);
+    dispatch(
+        state,
+        identity,
+        ("", "v1", &rest),
+        method,
+        uri,
+        headers,
+        body,
+    )
+    .await
 }
 
 /// `/apis/{group}/{version}/{*rest}`.
 pub(crate) async fn grouped(
     State(state): State<AppState>,
     Path((group, version, rest)): Path<(String, String, String)>,
+    identity: Option<Extension<Identity>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    dispatch(state, &group, &version, &rest, method, uri, headers, body).await
+    let identity = identity.map(|Extension(i)| i);
+    dispatch(
+        state,
+        identity,
+        (&group, &version, &rest),
+        method,
+        uri,
+        headers,
+        body,
+    )
+    .await
 }
 
-#[allow(clippy::too_many_arguments, reason = "an axum handler's extracted parts, passed on once")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "an axum handler's extracted parts, passed on once"
+)]
 async fn dispatch(
     state: AppState,
-    group: &str,
-    version: &str,
-    rest: &str,
+    identity: Option<Identity>,
+    (group, version, rest): (&str, &str, &str),
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -77,8 +104,17 @@ async fn dispatch(
         Err(e) => return finish(&state, &target, &verb, &query, started, e.into_response()),
     };
     state.metrics().inflight.inc();
-    let call = Call { state: state.clone(), target, query, headers, body };
-    let response = route(&call, &method, &verb).await.unwrap_or_else(IntoResponse::into_response);
+    let call = Call {
+        identity,
+        state: state.clone(),
+        target,
+        query,
+        headers,
+        body,
+    };
+    let response = route(&call, &method, &verb)
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
     state.metrics().inflight.dec();
     finish(&state, &call.target, &verb, &call.query, started, response)
 }
@@ -87,6 +123,10 @@ async fn route(call: &Call, method: &Method, verb: &str) -> ApiResult<Response> 
     let t = &call.target;
     let sub = t.subresource.as_deref();
     match (method.as_str(), t.is_collection(), sub) {
+        ("POST", true, _) if t.info.is_review() => {
+            reviews::review(call, call.identity.as_ref()).await
+        }
+        (_, _, _) if t.info.is_review() => Err(ApiError::method_not_allowed(verb, &t.info)),
         ("GET", true, _) if call.query.flag("watch") => watch::watch(call).await,
         ("GET", true, _) => read::list(call).await,
         ("POST", true, _) => write::create(call).await,
@@ -99,12 +139,14 @@ async fn route(call: &Call, method: &Method, verb: &str) -> ApiResult<Response> 
         ("POST", false, Some("eviction")) => subresources::eviction(call).await,
         ("POST", false, Some("binding")) => subresources::binding(call).await,
         ("PUT", false, Some("finalize")) => subresources::finalize(call).await,
-        (_, false, Some("log" | "exec" | "proxy" | "attach" | "portforward")) => Err(ApiError::unavailable(format!(
-            "{} is served by the node agent, and no agent serves {}/{}",
-            sub.unwrap_or_default(),
-            t.info.plural,
-            t.name.as_deref().unwrap_or_default()
-        ))),
+        (_, false, Some("log" | "exec" | "proxy" | "attach" | "portforward")) => {
+            Err(ApiError::unavailable(format!(
+                "{} is served by the node agent, and no agent serves {}/{}",
+                sub.unwrap_or_default(),
+                t.info.plural,
+                t.name.as_deref().unwrap_or_default()
+            )))
+        }
         _ => Err(ApiError::method_not_allowed(verb, &t.info)),
     }
 }
@@ -114,18 +156,36 @@ fn verb_of(method: &Method, target: &Target, query: &Query, headers: &HeaderMap)
     match method.as_str() {
         "GET" if target.is_collection() && query.flag("watch") => "WATCH".into(),
         "GET" if target.is_collection() => "LIST".into(),
-        "GET" if matches!(target.subresource.as_deref(), Some("exec" | "attach" | "portforward" | "proxy")) => "CONNECT".into(),
-        "PATCH" if crate::request::content_type(headers) == "application/apply-patch+yaml" => "APPLY".into(),
+        "GET"
+            if matches!(
+                target.subresource.as_deref(),
+                Some("exec" | "attach" | "portforward" | "proxy")
+            ) =>
+        {
+            "CONNECT".into()
+        }
+        "PATCH" if crate::request::content_type(headers) == "application/apply-patch+yaml" => {
+            "APPLY".into()
+        }
         "DELETE" if target.is_collection() => "DELETECOLLECTION".into(),
         other => other.to_owned(),
     }
 }
 
 async fn read_body(body: Body, limit: usize) -> ApiResult<Bytes> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::too_large(limit))
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::too_large(limit))
 }
 
-fn finish(state: &AppState, target: &Target, verb: &str, query: &Query, started: Instant, response: Response) -> Response {
+fn finish(
+    state: &AppState,
+    target: &Target,
+    verb: &str,
+    query: &Query,
+    started: Instant,
+    response: Response,
+) -> Response {
     let info = &target.info;
     let scope = if target.name.is_some() {
         "resource"
@@ -147,7 +207,11 @@ fn finish(state: &AppState, target: &Target, verb: &str, query: &Query, started:
             scope: scope.into(),
             component: "apiserver".into(),
             code: response.status().as_u16().to_string(),
-            dry_run: if query.get("dryRun") == Some("All") { "All".into() } else { String::new() },
+            dry_run: if query.get("dryRun") == Some("All") {
+                "All".into()
+            } else {
+                String::new()
+            },
         })
         .inc();
     if verb != "WATCH" && verb != "CONNECT" {
@@ -174,7 +238,10 @@ pub(crate) fn json_response(status: StatusCode, body: &Value, warnings: &[String
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut response = (status, bytes).into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     for w in warnings {
         let text = format!("299 - {:?}", w);
         if let Ok(v) = HeaderValue::from_str(&text) {

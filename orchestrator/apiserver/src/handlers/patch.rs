@@ -5,7 +5,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
 use skiff_api::apply::{apply_configuration, record_manager};
-use skiff_api::patch::{PatchError, apply_json_patch, apply_merge_patch, apply_strategic_merge_patch};
+use skiff_api::patch::{
+    PatchError, apply_json_patch, apply_merge_patch, apply_strategic_merge_patch,
+};
 
 use super::{Call, json_response};
 use crate::codec::{client_resource_version, decode_object, parse_body, to_served, to_storage};
@@ -74,28 +76,44 @@ pub(super) async fn patch(call: &Call) -> ApiResult<Response> {
     let validation = call.query.field_validation()?;
     let mut warnings = Vec::new();
     let updated = Objects::new(&call.state, info)
-        .update(t.namespace.as_deref(), name, t.subresource.as_deref(), call.query.dry_run()?, |current| {
-            let served = to_served(info, current.clone());
-            let patched = apply_patch(kind, &served, &call.body)?;
-            let precondition = patch_precondition(&served, &patched, &call.body)?;
-            let (obj, w) = decode_object(info, patched, validation)?;
-            check_identity(&obj, name, t.namespace.as_deref())?;
-            warnings = w;
-            Ok((to_storage(info, obj, Some(current)), precondition))
-        })
+        .update(
+            t.namespace.as_deref(),
+            name,
+            t.subresource.as_deref(),
+            call.query.dry_run()?,
+            |current| {
+                let served = to_served(info, current.clone());
+                let patched = apply_patch(kind, &served, &call.body)?;
+                let precondition = patch_precondition(&served, &patched, &call.body)?;
+                let (obj, w) = decode_object(info, patched, validation)?;
+                check_identity(&obj, name, t.namespace.as_deref())?;
+                warnings = w;
+                Ok((to_storage(info, obj, Some(current)), precondition))
+            },
+        )
         .await?;
-    Ok(json_response(StatusCode::OK, &to_served(info, updated), &warnings))
+    Ok(json_response(
+        StatusCode::OK,
+        &to_served(info, updated),
+        &warnings,
+    ))
 }
 
 /// A patch may not rename an object or move it to another namespace.
 fn check_identity(obj: &Value, name: &str, ns: Option<&str>) -> ApiResult<()> {
-    let body_name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let body_name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if body_name != name {
         return Err(ApiError::bad_request(format!(
             "the name of the object ({body_name}) does not match the name on the URL ({name})"
         )));
     }
-    let body_ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
+    let body_ns = obj
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if let Some(ns) = ns
         && !body_ns.is_empty()
         && body_ns != ns
@@ -113,7 +131,11 @@ async fn server_side_apply(call: &Call) -> ApiResult<Response> {
     let t = &call.target;
     let info = &t.info;
     let name = t.name.as_deref().unwrap_or_default();
-    let manager = call.query.get("fieldManager").unwrap_or_default().to_owned();
+    let manager = call
+        .query
+        .get("fieldManager")
+        .unwrap_or_default()
+        .to_owned();
     if manager.is_empty() {
         return Err(ApiError::bad_request(
             "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
@@ -132,25 +154,41 @@ async fn server_side_apply(call: &Call) -> ApiResult<Response> {
             let mut obj = config.clone();
             obj["metadata"]["name"] = json!(name);
             record_manager(&mut obj, &manager, &config, &info.api_version());
-            let created = objects.create(t.namespace.as_deref(), to_storage(info, obj, None), dry_run).await?;
-            Ok(json_response(StatusCode::CREATED, &to_served(info, created), &warnings))
+            let created = objects
+                .create(t.namespace.as_deref(), to_storage(info, obj, None), dry_run)
+                .await?;
+            Ok(json_response(
+                StatusCode::CREATED,
+                &to_served(info, created),
+                &warnings,
+            ))
         }
         Err(e) => Err(e),
         Ok(_) => {
             let updated = objects
-                .update(t.namespace.as_deref(), name, t.subresource.as_deref(), dry_run, |current| {
-                    let served = to_served(info, current.clone());
-                    let mut merged = apply_configuration(&served, &config, &manager)
-                        .map_err(|PatchError(msg)| ApiError::bad_request(msg))?;
-                    record_manager(&mut merged, &manager, &config, &info.api_version());
-                    let precondition = client_resource_version(&config)?;
-                    if precondition.is_some_and(|p| p != current_revision(current)) {
-                        return Err(ApiError::modified(info, name));
-                    }
-                    Ok((to_storage(info, merged, Some(current)), precondition))
-                })
+                .update(
+                    t.namespace.as_deref(),
+                    name,
+                    t.subresource.as_deref(),
+                    dry_run,
+                    |current| {
+                        let served = to_served(info, current.clone());
+                        let mut merged = apply_configuration(&served, &config, &manager)
+                            .map_err(|PatchError(msg)| ApiError::bad_request(msg))?;
+                        record_manager(&mut merged, &manager, &config, &info.api_version());
+                        let precondition = client_resource_version(&config)?;
+                        if precondition.is_some_and(|p| p != current_revision(current)) {
+                            return Err(ApiError::modified(info, name));
+                        }
+                        Ok((to_storage(info, merged, Some(current)), precondition))
+                    },
+                )
                 .await?;
-            Ok(json_response(StatusCode::OK, &to_served(info, updated), &warnings))
+            Ok(json_response(
+                StatusCode::OK,
+                &to_served(info, updated),
+                &warnings,
+            ))
         }
     }
 }

@@ -15,12 +15,24 @@ use crate::request::wants_table;
 pub(super) async fn get(call: &Call) -> ApiResult<Response> {
     let t = &call.target;
     let name = t.name.as_deref().unwrap_or_default();
-    let stored = Objects::new(&call.state, &t.info).get(t.namespace.as_deref(), name).await?;
+    let stored = Objects::new(&call.state, &t.info)
+        .get(t.namespace.as_deref(), name)
+        .await?;
     let object = to_served(&t.info, stored);
     if wants_table(&call.headers) {
-        let rv = object.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let rv = object
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         let include = IncludeObject::parse(call.query.get("includeObject"));
-        let table = build_table(&t.info.kind, std::slice::from_ref(&object), include, &rv, None);
+        let table = build_table(
+            &t.info.kind,
+            std::slice::from_ref(&object),
+            include,
+            &rv,
+            None,
+        );
         return Ok(json_response(StatusCode::OK, &table, &[]));
     }
     Ok(json_response(StatusCode::OK, &object, &[]))
@@ -35,14 +47,22 @@ pub(super) fn list_options(call: &Call) -> ApiResult<ListOptions> {
     let fields = match call.query.get("fieldSelector") {
         Some(s) => {
             let f = FieldSelector::parse(s).map_err(|e| ApiError::bad_request(e.0))?;
-            f.check_supported(&call.target.info.kind).map_err(|e| ApiError::bad_request(e.0))?;
+            f.check_supported(&call.target.info.kind)
+                .map_err(|e| ApiError::bad_request(e.0))?;
             f
         }
         None => FieldSelector::default(),
     };
     let limit = call.query.int("limit")?.unwrap_or(0).max(0) as usize;
-    let continue_token = call.query.get("continue").filter(|c| !c.is_empty()).map(str::to_owned);
-    let exact_revision = match (call.query.get("resourceVersionMatch"), call.query.get("resourceVersion")) {
+    let continue_token = call
+        .query
+        .get("continue")
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned);
+    let exact_revision = match (
+        call.query.get("resourceVersionMatch"),
+        call.query.get("resourceVersion"),
+    ) {
         (Some("Exact"), Some(rv)) => Some(
             rv.parse()
                 .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}")))?,
@@ -54,18 +74,36 @@ pub(super) fn list_options(call: &Call) -> ApiResult<ListOptions> {
         }
         _ => None,
     };
-    Ok(ListOptions { labels, fields, limit, continue_token, exact_revision })
+    Ok(ListOptions {
+        labels,
+        fields,
+        limit,
+        continue_token,
+        exact_revision,
+    })
 }
 
 pub(super) async fn list(call: &Call) -> ApiResult<Response> {
     let t = &call.target;
     let opts = list_options(call)?;
-    let result = Objects::new(&call.state, &t.info).list(t.namespace.as_deref(), &opts).await?;
-    let items: Vec<Value> = result.items.into_iter().map(|o| to_served(&t.info, o)).collect();
+    let result = Objects::new(&call.state, &t.info)
+        .list(t.namespace.as_deref(), &opts)
+        .await?;
+    let items: Vec<Value> = result
+        .items
+        .into_iter()
+        .map(|o| to_served(&t.info, o))
+        .collect();
     let rv = result.revision.to_string();
     if wants_table(&call.headers) {
         let include = IncludeObject::parse(call.query.get("includeObject"));
-        let table = build_table(&t.info.kind, &items, include, &rv, result.continue_token.as_deref());
+        let table = build_table(
+            &t.info.kind,
+            &items,
+            include,
+            &rv,
+            result.continue_token.as_deref(),
+        );
         return Ok(json_response(StatusCode::OK, &table, &[]));
     }
     let mut metadata = json!({"resourceVersion": rv});

@@ -38,8 +38,18 @@ struct Encoder {
 impl Encoder {
     fn line(&mut self, kind: &str, object: Value) -> Bytes {
         let object = if self.table && kind != "BOOKMARK" && kind != "ERROR" {
-            let rv = object.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default().to_owned();
-            let mut t = build_table(&self.info.kind, std::slice::from_ref(&object), self.include, &rv, None);
+            let rv = object
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let mut t = build_table(
+                &self.info.kind,
+                std::slice::from_ref(&object),
+                self.include,
+                &rv,
+                None,
+            );
             if self.sent_header {
                 t["columnDefinitions"] = json!([]);
             }
@@ -48,7 +58,8 @@ impl Encoder {
         } else {
             object
         };
-        let mut bytes = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
+        let mut bytes =
+            serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
         bytes.push(b'\n');
         Bytes::from(bytes)
     }
@@ -63,7 +74,11 @@ fn decode(kv: &KeyValue) -> Option<Value> {
 }
 
 /// The event type this watcher sees for a store event, with the object to send.
-fn classify(opts: &ListOptions, info: &ResourceInfo, event: &Event) -> Option<(&'static str, Value)> {
+fn classify(
+    opts: &ListOptions,
+    info: &ResourceInfo,
+    event: &Event,
+) -> Option<(&'static str, Value)> {
     let kind = &info.kind;
     match event.kind {
         EventKind::Delete => {
@@ -96,7 +111,11 @@ pub(super) async fn watch(call: &Call) -> ApiResult<Response> {
     let info = call.state.registry().storage_info(&t.info).clone();
     let served = t.info.clone();
     let prefix = info.storage_prefix_in(t.namespace.as_deref());
-    let rv = call.query.get("resourceVersion").unwrap_or_default().to_owned();
+    let rv = call
+        .query
+        .get("resourceVersion")
+        .unwrap_or_default()
+        .to_owned();
     let send_initial = call.query.flag("sendInitialEvents");
     let bookmarks = call.query.flag("allowWatchBookmarks");
     let timeout = match call.query.int("timeoutSeconds")? {
@@ -108,7 +127,10 @@ pub(super) async fn watch(call: &Call) -> ApiResult<Response> {
     let mut initial = Vec::new();
     let from: Revision = if rv.is_empty() || rv == "0" || send_initial {
         let state = store
-            .range(RangeRequest { prefix: prefix.clone(), ..Default::default() })
+            .range(RangeRequest {
+                prefix: prefix.clone(),
+                ..Default::default()
+            })
             .await
             .map_err(|e| from_store(e, &info, ""))?;
         for kv in &state.kvs {
@@ -118,7 +140,8 @@ pub(super) async fn watch(call: &Call) -> ApiResult<Response> {
         }
         state.revision
     } else {
-        rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}")))?
+        rv.parse()
+            .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}")))?
     };
     let mut encoder = Encoder {
         info: served.clone(),
@@ -131,23 +154,52 @@ pub(super) async fn watch(call: &Call) -> ApiResult<Response> {
     let span = tracing::debug_span!("watch", resource = %served.plural, from);
     tokio::spawn(tracing::Instrument::instrument(
         async move {
-            let labels = LongRunningLabels { verb: "WATCH".into(), resource: served.plural.clone() };
+            let labels = LongRunningLabels {
+                verb: "WATCH".into(),
+                resource: served.plural.clone(),
+            };
             state.metrics().longrunning.get_or_create(&labels).inc();
-            let sent = stream_events(&state, &mut encoder, &opts, &info, &prefix, from, initial, send_initial, bookmarks, timeout, &tx).await;
-            state.metrics().watch_events.get_or_create(&labels).inc_by(sent);
+            let sent = stream_events(
+                &state,
+                &mut encoder,
+                &opts,
+                &info,
+                &prefix,
+                from,
+                initial,
+                send_initial,
+                bookmarks,
+                timeout,
+                &tx,
+            )
+            .await;
+            state
+                .metrics()
+                .watch_events
+                .get_or_create(&labels)
+                .inc_by(sent);
             state.metrics().longrunning.get_or_create(&labels).dec();
         },
         span,
     ));
     let mut response = (StatusCode::OK, Body::from_stream(ReceiverStream::new(rx))).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
     Ok(response)
 }
 
 /// Feed one watch until the client leaves, the timeout passes or the server stops. Returns the
 /// number of events sent.
-#[allow(clippy::too_many_arguments, reason = "the watch's parameters, consumed once")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the watch's parameters, consumed once"
+)]
 async fn stream_events(
     state: &AppState,
     encoder: &mut Encoder,
@@ -173,7 +225,8 @@ async fn stream_events(
     for obj in initial {
         send!("ADDED", to_served(&encoder.info, obj));
     }
-    let (bookmark_kind, bookmark_api_version) = (encoder.info.kind.clone(), encoder.info.api_version());
+    let (bookmark_kind, bookmark_api_version) =
+        (encoder.info.kind.clone(), encoder.info.api_version());
     let bookmark = |rv: Revision, initial_end: bool| {
         let mut meta = json!({"resourceVersion": rv.to_string()});
         if initial_end {
@@ -235,13 +288,21 @@ mod tests {
     use skiff_api::selector::LabelSelector;
 
     fn kv(value: Value, create: i64, rev: i64) -> KeyValue {
-        KeyValue { key: "/k".into(), value: B::from(serde_json::to_vec(&value).unwrap()), create_revision: create, mod_revision: rev }
+        KeyValue {
+            key: "/k".into(),
+            value: B::from(serde_json::to_vec(&value).unwrap()),
+            create_revision: create,
+            mod_revision: rev,
+        }
     }
 
     #[test]
     fn selector_transitions_become_added_and_deleted() {
         let info = Registry::builtin().get("", "v1", "pods").unwrap().clone();
-        let opts = ListOptions { labels: LabelSelector::parse("app=web").unwrap(), ..Default::default() };
+        let opts = ListOptions {
+            labels: LabelSelector::parse("app=web").unwrap(),
+            ..Default::default()
+        };
         let web = json!({"metadata": {"name": "p", "labels": {"app": "web"}}});
         let api = json!({"metadata": {"name": "p", "labels": {"app": "api"}}});
         let put = |new: &Value, prev: Option<&Value>, create| Event {
@@ -249,10 +310,22 @@ mod tests {
             kv: kv(new.clone(), create, 5),
             prev: prev.map(|p| kv(p.clone(), create, 4)),
         };
-        assert_eq!(classify(&opts, &info, &put(&web, None, 5)).unwrap().0, "ADDED");
-        assert_eq!(classify(&opts, &info, &put(&web, Some(&web), 1)).unwrap().0, "MODIFIED");
-        assert_eq!(classify(&opts, &info, &put(&api, Some(&web), 1)).unwrap().0, "DELETED");
-        assert_eq!(classify(&opts, &info, &put(&web, Some(&api), 1)).unwrap().0, "ADDED");
+        assert_eq!(
+            classify(&opts, &info, &put(&web, None, 5)).unwrap().0,
+            "ADDED"
+        );
+        assert_eq!(
+            classify(&opts, &info, &put(&web, Some(&web), 1)).unwrap().0,
+            "MODIFIED"
+        );
+        assert_eq!(
+            classify(&opts, &info, &put(&api, Some(&web), 1)).unwrap().0,
+            "DELETED"
+        );
+        assert_eq!(
+            classify(&opts, &info, &put(&web, Some(&api), 1)).unwrap().0,
+            "ADDED"
+        );
         assert!(classify(&opts, &info, &put(&api, Some(&api), 1)).is_none());
     }
 }

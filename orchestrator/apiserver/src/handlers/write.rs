@@ -20,7 +20,10 @@ pub(super) fn body_object(call: &Call) -> ApiResult<(Value, Vec<String>)> {
 }
 
 fn check_namespace_matches(call: &Call, obj: &Value) -> ApiResult<()> {
-    let body_ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
+    let body_ns = obj
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     match call.target.namespace.as_deref() {
         Some(ns) if !body_ns.is_empty() && body_ns != ns => Err(ApiError::bad_request(
             "the namespace of the provided object does not match the namespace sent on the request",
@@ -34,18 +37,30 @@ pub(super) async fn create(call: &Call) -> ApiResult<Response> {
     let t = &call.target;
     let (obj, warnings) = body_object(call)?;
     if client_resource_version(&obj)?.is_some() {
-        return Err(ApiError::bad_request("resourceVersion should not be set on objects to be created"));
+        return Err(ApiError::bad_request(
+            "resourceVersion should not be set on objects to be created",
+        ));
     }
     let objects = Objects::new(&call.state, &t.info);
     if let Some(ns) = t.namespace.as_deref() {
         objects.check_namespace(ns, true).await?;
     }
     let dry_run = call.query.dry_run()?;
-    let created = objects.create(t.namespace.as_deref(), to_storage(&t.info, obj, None), dry_run).await?;
+    let created = objects
+        .create(
+            t.namespace.as_deref(),
+            to_storage(&t.info, obj, None),
+            dry_run,
+        )
+        .await?;
     if t.info.kind == "Namespace" && !dry_run {
         crate::bootstrap::ensure_default_service_account(&call.state, name_of(&created)).await;
     }
-    Ok(json_response(StatusCode::CREATED, &to_served(&t.info, created), &warnings))
+    Ok(json_response(
+        StatusCode::CREATED,
+        &to_served(&t.info, created),
+        &warnings,
+    ))
 }
 
 pub(super) async fn update(call: &Call) -> ApiResult<Response> {
@@ -67,11 +82,19 @@ pub(super) async fn update(call: &Call) -> ApiResult<Response> {
     let precondition = client_resource_version(&obj)?;
     let info = &t.info;
     let updated = Objects::new(&call.state, info)
-        .update(t.namespace.as_deref(), name, t.subresource.as_deref(), call.query.dry_run()?, |current| {
-            Ok((to_storage(info, obj.clone(), Some(current)), precondition))
-        })
+        .update(
+            t.namespace.as_deref(),
+            name,
+            t.subresource.as_deref(),
+            call.query.dry_run()?,
+            |current| Ok((to_storage(info, obj.clone(), Some(current)), precondition)),
+        )
         .await?;
-    Ok(json_response(StatusCode::OK, &to_served(info, updated), &warnings))
+    Ok(json_response(
+        StatusCode::OK,
+        &to_served(info, updated),
+        &warnings,
+    ))
 }
 
 /// DeleteOptions from the body (kubectl sends `{"propagationPolicy":"Background"}`) and query.
@@ -79,14 +102,17 @@ fn delete_options(call: &Call) -> ApiResult<DeleteOptions> {
     let body: Value = if call.body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
-        serde_json::from_slice(&call.body)
-            .map_err(|e| ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}")))?
+        serde_json::from_slice(&call.body).map_err(|e| {
+            ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+        })?
     };
     let str_field = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned);
-    let mut propagation = str_field(&body, "propagationPolicy").or_else(|| call.query.get("propagationPolicy").map(str::to_owned));
-    let orphan = body.get("orphanDependents").and_then(Value::as_bool).or_else(|| {
-        call.query.get("orphanDependents").map(|v| v == "true")
-    });
+    let mut propagation = str_field(&body, "propagationPolicy")
+        .or_else(|| call.query.get("propagationPolicy").map(str::to_owned));
+    let orphan = body
+        .get("orphanDependents")
+        .and_then(Value::as_bool)
+        .or_else(|| call.query.get("orphanDependents").map(|v| v == "true"));
     if propagation.is_none() && orphan == Some(true) {
         propagation = Some("Orphan".into());
     }
@@ -102,9 +128,15 @@ fn delete_options(call: &Call) -> ApiResult<DeleteOptions> {
         None => call.query.dry_run()?,
     };
     Ok(DeleteOptions {
-        grace_period_seconds: body.get("gracePeriodSeconds").and_then(Value::as_i64).or(call.query.int("gracePeriodSeconds")?),
+        grace_period_seconds: body
+            .get("gracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .or(call.query.int("gracePeriodSeconds")?),
         propagation_policy: propagation,
-        precondition_uid: body.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_owned),
+        precondition_uid: body
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         precondition_resource_version: body
             .pointer("/preconditions/resourceVersion")
             .and_then(Value::as_str)
@@ -117,9 +149,16 @@ pub(super) async fn delete(call: &Call) -> ApiResult<Response> {
     let t = &call.target;
     let opts = delete_options(call)?;
     let name = t.name.as_deref().unwrap_or_default();
-    match Objects::new(&call.state, &t.info).delete(t.namespace.as_deref(), name, &opts).await? {
+    match Objects::new(&call.state, &t.info)
+        .delete(t.namespace.as_deref(), name, &opts)
+        .await?
+    {
         Deleted::Gone(obj) => Ok(json_response(StatusCode::OK, &to_served(&t.info, obj), &[])),
-        Deleted::Pending(obj) => Ok(json_response(StatusCode::ACCEPTED, &to_served(&t.info, obj), &[])),
+        Deleted::Pending(obj) => Ok(json_response(
+            StatusCode::ACCEPTED,
+            &to_served(&t.info, obj),
+            &[],
+        )),
     }
 }
 
@@ -127,10 +166,15 @@ pub(super) async fn delete_collection(call: &Call) -> ApiResult<Response> {
     let t = &call.target;
     let opts = delete_options(call)?;
     let objects = Objects::new(&call.state, &t.info);
-    let matching = objects.list(t.namespace.as_deref(), &list_options(call)?).await?;
+    let matching = objects
+        .list(t.namespace.as_deref(), &list_options(call)?)
+        .await?;
     let mut deleted = Vec::new();
     for obj in matching.items {
-        let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_owned);
+        let ns = obj
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         match objects.delete(ns.as_deref(), name_of(&obj), &opts).await {
             Ok(Deleted::Gone(o) | Deleted::Pending(o)) => deleted.push(to_served(&t.info, o)),
             Err(e) if e.code == StatusCode::NOT_FOUND => {}

@@ -1,0 +1,123 @@
+//! `skiffd up`: compose the components in one process and run until SIGINT/SIGTERM.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::json;
+use skiff_apiserver::{ApiServerConfig, ServingConfig};
+use skiff_store::{SqliteStore, SqliteStoreConfig, StoreMetrics};
+use tokio_util::sync::CancellationToken;
+
+/// Flags of `skiffd up` / `skiffd server`.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct UpArgs {
+    /// Where state, certificates and the kubeconfig live.
+    #[arg(long, env = "SKIFF_DATA_DIR", default_value_os_t = default_data_dir())]
+    data_dir: PathBuf,
+    /// API server HTTPS port (0 = pick a free port).
+    #[arg(long, default_value_t = 6443)]
+    port: u16,
+    /// Address the API server listens on.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind_address: IpAddr,
+    /// Also serve plain HTTP on 127.0.0.1 at this port, every request acting as admin (0 = pick).
+    #[arg(long)]
+    insecure_port: Option<u16>,
+    /// Static bearer tokens: CSV lines `token,user,uid,"group1,group2"`.
+    #[arg(long)]
+    token_auth_file: Option<PathBuf>,
+    /// Extra names or addresses for the API server certificate (repeatable).
+    #[arg(long = "tls-san")]
+    tls_sans: Vec<String>,
+    /// Store maintenance (compaction, WAL checkpoint) interval in seconds.
+    #[arg(long, default_value_t = 60)]
+    store_maintenance_interval_secs: u64,
+    /// Compaction keeps at least this many revisions.
+    #[arg(long, default_value_t = 1000)]
+    store_min_retained_revisions: i64,
+    /// …and every revision younger than this many seconds.
+    #[arg(long, default_value_t = 300)]
+    store_retention_secs: u64,
+}
+
+fn default_data_dir() -> PathBuf {
+    if nix_is_root() {
+        return PathBuf::from("/var/lib/skiff");
+    }
+    match std::env::var_os("XDG_DATA_HOME") {
+        Some(d) => PathBuf::from(d).join("skiff"),
+        None => std::env::var_os("HOME")
+            .map(|h| PathBuf::from(h).join(".local/share/skiff"))
+            .unwrap_or_else(|| PathBuf::from("skiff-data")),
+    }
+}
+
+fn nix_is_root() -> bool {
+    std::env::var("USER").map(|u| u == "root").unwrap_or(false)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}
+
+pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
+    let data_dir = args.data_dir.canonicalize()?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let store_metrics = StoreMetrics::default();
+    store_metrics.register(&mut registry);
+    let mut store_config = SqliteStoreConfig::new(data_dir.join("state.db"));
+    store_config.maintenance_interval =
+        Duration::from_secs(args.store_maintenance_interval_secs.max(1));
+    store_config.min_retained_revisions = args.store_min_retained_revisions;
+    store_config.retention_window = Duration::from_secs(args.store_retention_secs);
+    let store = SqliteStore::open(store_config, store_metrics).context("opening the store")?;
+
+    let shutdown = CancellationToken::new();
+    let mut config = ApiServerConfig::new(&data_dir);
+    config.bind_address = args.bind_address;
+    config.port = args.port;
+    config.insecure_port = args.insecure_port;
+    config.token_auth_file = args.token_auth_file.clone();
+    config.extra_sans = args.tls_sans.clone();
+    config.serving = ServingConfig::default();
+    let apiserver = skiff_apiserver::start(
+        config,
+        store.clone() as Arc<dyn skiff_store::Store>,
+        registry,
+        shutdown.clone(),
+    )
+    .await?;
+
+    let endpoints = json!({
+        "apiserver": apiserver.url,
+        "apiserverInsecure": apiserver.insecure_url,
+        "kubeconfig": apiserver.kubeconfig,
+        "ca": apiserver.ca_file,
+        "metrics": {"apiserver": format!("{}/metrics", apiserver.url)},
+    });
+    let endpoints_path = data_dir.join("endpoints.json");
+    std::fs::write(&endpoints_path, serde_json::to_vec_pretty(&endpoints)?)?;
+    println!("Skiff is up. API server: {}", apiserver.url);
+    println!("  export KUBECONFIG={}", apiserver.kubeconfig.display());
+    println!("  endpoints: {}", endpoints_path.display());
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    apiserver.wait().await;
+    drop(store);
+    tracing::info!("stopped");
+    Ok(())
+}
