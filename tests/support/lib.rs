@@ -1,1 +1,384 @@
-//! e2e support
+//! Helpers for end-to-end tests: start real `skiffd` processes on free ports, run the real
+//! `kubectl` and our `skiff` against them, and speak raw HTTP to the loopback insecure port.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+/// The directory holding the workspace's binaries, built once per test process.
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "skiffd", "-p", "skiff-cli"])
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .status()
+            .expect("running cargo build");
+        assert!(status.success(), "building skiffd and skiff failed");
+        // The test executable lives in <target>/<profile>/deps.
+        let exe = std::env::current_exe().expect("test executable path");
+        exe.parent()
+            .and_then(Path::parent)
+            .expect("target profile dir")
+            .to_path_buf()
+    })
+}
+
+/// Poll `f` every 50 ms until it returns `Some`, or fail after `timeout` with `what`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A command's outcome.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code (-1 if killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(output: Output) -> Self {
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Stdout and stderr together, as a terminal shows them.
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+
+    /// Panic unless the command succeeded and printed something matching `pattern`.
+    #[track_caller]
+    pub fn expect_ok(&self, pattern: &str) -> &Self {
+        let re = regex_lite(pattern);
+        assert!(
+            self.code == 0 && re(&self.all()),
+            "expected success matching {pattern:?}, got code {}:\n{}",
+            self.code,
+            self.all()
+        );
+        self
+    }
+
+    /// Panic unless the command failed with `code` and printed something matching `pattern`.
+    #[track_caller]
+    pub fn expect_fail(&self, code: i32, pattern: &str) -> &Self {
+        let re = regex_lite(pattern);
+        assert!(
+            self.code == code && re(&self.all()),
+            "expected exit {code} matching {pattern:?}, got code {}:\n{}",
+            self.code,
+            self.all()
+        );
+        self
+    }
+}
+
+/// A multi-line regular expression matcher (`^` anchors at line starts).
+fn regex_lite(pattern: &str) -> impl Fn(&str) -> bool {
+    let re = regex::Regex::new(&format!("(?m){pattern}")).expect("valid test pattern");
+    move |text: &str| re.is_match(text)
+}
+
+/// A running `skiffd up`.
+pub struct Cluster {
+    /// The data directory.
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+    /// `https://127.0.0.1:port`.
+    pub url: String,
+    /// `127.0.0.1:port` of the plain-HTTP admin port.
+    pub insecure_addr: String,
+    /// The admin kubeconfig.
+    pub kubeconfig: PathBuf,
+    cache: tempfile::TempDir,
+    extra_args: Vec<String>,
+}
+
+impl Cluster {
+    /// Start a cluster in a fresh data directory.
+    pub fn start() -> Result<Self> {
+        Self::start_with(&[])
+    }
+
+    /// Start with extra `skiffd up` flags.
+    pub fn start_with(extra: &[&str]) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut cluster = Cluster {
+            dir,
+            child: None,
+            url: String::new(),
+            insecure_addr: String::new(),
+            kubeconfig: PathBuf::new(),
+            cache: tempfile::tempdir()?,
+            extra_args: extra.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        cluster.launch()?;
+        Ok(cluster)
+    }
+
+    fn launch(&mut self) -> Result<()> {
+        let endpoints = self.dir.path().join("endpoints.json");
+        let _ = std::fs::remove_file(&endpoints);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("skiffd.log"))?;
+        let child = Command::new(bin_dir().join("skiffd"))
+            .args(["up", "--data-dir"])
+            .arg(self.dir.path())
+            .args(["--port", "0", "--insecure-port", "0"])
+            .args(&self.extra_args)
+            .env("SKIFF_LOG", "info,skiff_apiserver=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting skiffd")?;
+        self.child = Some(child);
+        let info: Value = wait_for(Duration::from_secs(30), "skiffd endpoints.json", || {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("skiffd exited early ({status}):\n{}", self.log());
+            }
+            let text = std::fs::read_to_string(&endpoints).ok()?;
+            serde_json::from_str(&text).ok()
+        })?;
+        self.url = info["apiserver"].as_str().unwrap_or_default().to_owned();
+        self.insecure_addr = info["apiserverInsecure"]
+            .as_str()
+            .unwrap_or_default()
+            .trim_start_matches("http://")
+            .to_owned();
+        self.kubeconfig = PathBuf::from(info["kubeconfig"].as_str().unwrap_or_default());
+        Ok(())
+    }
+
+    /// skiffd's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("skiffd.log")).unwrap_or_default()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// SIGKILL the daemon (no chance to flush anything).
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Start again on the same data directory.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        self.launch()
+    }
+
+    /// Start again after a `kill9`.
+    pub fn relaunch(&mut self) -> Result<()> {
+        self.launch()
+    }
+
+    /// Run the real kubectl with this cluster's kubeconfig.
+    pub fn kubectl(&self, args: &[&str]) -> Run {
+        self.kubectl_in(args, None)
+    }
+
+    /// Run kubectl with `stdin` as its input.
+    pub fn kubectl_in(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        let mut cmd = Command::new("kubectl");
+        cmd.env("KUBECONFIG", &self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.cache.path())
+            .args(args);
+        run(cmd, stdin)
+    }
+
+    /// Run our `skiff` CLI with this cluster's kubeconfig.
+    pub fn skiff(&self, args: &[&str]) -> Run {
+        self.skiff_in(args, None)
+    }
+
+    /// Run `skiff` with `stdin` as its input.
+    pub fn skiff_in(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        let mut cmd = Command::new(bin_dir().join("skiff"));
+        cmd.env("KUBECONFIG", &self.kubeconfig)
+            .env("NO_COLOR", "1")
+            .args(args);
+        run(cmd, stdin)
+    }
+
+    /// A raw HTTP/1.1 request to the insecure admin port.
+    pub fn http(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<HttpResponse> {
+        http(&self.insecure_addr, method, path, content_type, body)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn run(mut cmd: Command, stdin: Option<&str>) -> Run {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawning command");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(input.as_bytes())
+            .expect("writing stdin");
+    }
+    Run::from(child.wait_with_output().expect("waiting for command"))
+}
+
+/// A raw HTTP response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers, lower-cased names.
+    pub headers: Vec<(String, String)>,
+    /// Body (de-chunked).
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// A header value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`.
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<HttpResponse> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(ct) = content_type {
+        head.push_str(&format!("Content-Type: {ct}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no header end")?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .context("bad status line")?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
+    {
+        body = dechunk(&body);
+    }
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(line_end) = data.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..line_end]).trim(), 16)
+            .unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = line_end + 2;
+        out.extend_from_slice(&data[start..(start + size).min(data.len())]);
+        data = &data[(start + size + 2).min(data.len())..];
+    }
+    out
+}
