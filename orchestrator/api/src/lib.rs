@@ -13,6 +13,7 @@ pub mod quantity;
 pub mod registry;
 pub mod selector;
 pub mod table;
+pub mod three_way;
 pub mod time;
 pub mod typed;
 pub mod validation;
