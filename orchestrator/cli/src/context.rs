@@ -67,12 +67,9 @@ pub(crate) enum ConfigCommand {
     SetContext {
         /// Context name (default: the current one).
         name: Option<String>,
-        /// Change the current context.
+        /// Change the current context. The context's namespace comes from `--namespace`.
         #[arg(long)]
         current: bool,
-        /// Default namespace of the context.
-        #[arg(long = "namespace", id = "context_namespace")]
-        namespace: Option<String>,
     },
 }
 
@@ -187,8 +184,8 @@ pub(crate) fn run_config(g: &Global, cmd: ConfigCommand) -> Result<()> {
         ConfigCommand::SetContext {
             name,
             current: use_current,
-            namespace,
         } => {
+            let namespace = g.namespace.clone();
             let target = match (name, use_current) {
                 (Some(n), _) => n,
                 (None, true) => current.clone(),
