@@ -479,7 +479,7 @@ impl Registry {
                 && (r.plural == name
                     || r.singular == name
                     || r.kind.to_lowercase() == name
-                    || r.short_names.iter().any(|s| *s == name))
+                    || r.short_names.contains(&name))
         })
     }
 }

@@ -89,7 +89,7 @@ fn kubeconfig_path(g: &Global) -> Result<PathBuf> {
 fn read_config(path: &std::path::Path) -> Result<Value> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(serde_norway::from_str(&text).with_context(|| format!("parsing {}", path.display()))?)
+    serde_norway::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
 fn write_config(path: &std::path::Path, config: &Value) -> Result<()> {

@@ -133,7 +133,7 @@ pub(super) fn validate_immutable_data(kind: &str, new: &Value, old: &Value) -> V
         if new.get(*s) != old.get(*s) {
             errs.push(FieldError::forbidden(
                 *s,
-                format!("field is immutable when `immutable` is set"),
+                "field is immutable when `immutable` is set".to_string(),
             ));
         }
     }
