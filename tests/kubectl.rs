@@ -278,3 +278,106 @@ fn restart_keeps_everything() {
         .kubectl(&["get", "sa", "-n", "team-a"])
         .expect_ok(r"^default ");
 }
+
+/// kubectl's `create <generator>` commands send protobuf bodies.
+#[test]
+fn kubectl_create_generators() {
+    let cluster = Cluster::start().expect("skiffd starts");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f.txt");
+    std::fs::write(&file, "from a file").unwrap();
+    let file = file.to_string_lossy().into_owned();
+    let k = |args: &[&str]| cluster.kubectl(args);
+    k(&["create", "namespace", "demo"]).expect_ok("^namespace/demo created$");
+    k(&[
+        "create",
+        "configmap",
+        "c1",
+        "--from-literal=a=1",
+        &format!("--from-file={file}"),
+    ])
+    .expect_ok("^configmap/c1 created$");
+    k(&[
+        "create",
+        "secret",
+        "generic",
+        "s1",
+        "--from-literal=password=hunter2",
+    ])
+    .expect_ok("^secret/s1 created$");
+    k(&["get", "secret", "s1", "-o", "jsonpath={.data.password}"]).expect_ok("^aHVudGVyMg==$");
+    k(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "reg",
+        "--docker-username=u",
+        "--docker-password=p",
+        "--docker-server=r.example.com",
+    ])
+    .expect_ok("^secret/reg created$");
+    k(&["get", "secret", "reg", "-o", "jsonpath={.type}"])
+        .expect_ok("^kubernetes.io/dockerconfigjson$");
+    k(&[
+        "create",
+        "deployment",
+        "nginx",
+        "--image=nginx:1.25",
+        "--replicas=2",
+        "--port=80",
+    ])
+    .expect_ok("^deployment.apps/nginx created$");
+    k(&["get", "deploy", "nginx", "-o", "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].ports[0].containerPort} {.spec.selector.matchLabels.app}"]).expect_ok("^2 80 nginx$");
+    k(&[
+        "create",
+        "deployment",
+        "zero",
+        "--image=nginx",
+        "--replicas=0",
+    ])
+    .expect_ok("created");
+    k(&["get", "deploy", "zero", "-o", "jsonpath={.spec.replicas}"]).expect_ok("^0$");
+    k(&[
+        "create",
+        "job",
+        "pi",
+        "--image=perl",
+        "--",
+        "perl",
+        "-e",
+        "print 1",
+    ])
+    .expect_ok("^job.batch/pi created$");
+    k(&[
+        "get",
+        "job",
+        "pi",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].command}",
+    ])
+    .expect_ok(r#"^\["perl","-e","print 1"\]$"#);
+    k(&[
+        "create",
+        "cronjob",
+        "cj",
+        "--image=busybox",
+        "--schedule=*/5 * * * *",
+        "--",
+        "echo",
+        "hi",
+    ])
+    .expect_ok("^cronjob.batch/cj created$");
+    k(&["create", "serviceaccount", "bot"]).expect_ok("^serviceaccount/bot created$");
+    k(&["create", "service", "nodeport", "np", "--tcp=80:8080"]).expect_ok("^service/np created$");
+    k(&["get", "svc", "np"]).expect_ok(r"^np +NodePort +10\.\d+\.\d+\.\d+ +<none> +80:3\d{4}/TCP");
+    k(&["create", "role", "r1", "--verb=get", "--resource=pods"]).expect_ok("created");
+    k(&["create", "rolebinding", "rb1", "--role=r1", "--user=alice"]).expect_ok("created");
+    k(&[
+        "expose",
+        "deployment",
+        "nginx",
+        "--port=80",
+        "--type=NodePort",
+    ])
+    .expect_ok("^service/nginx exposed$");
+}

@@ -10,7 +10,7 @@ use skiff_store::KeyValue;
 use crate::error::{ApiError, ApiResult};
 use crate::request::FieldValidation;
 
-/// Parse a JSON or YAML body. Protobuf bodies are refused with 415, which kubectl prints.
+/// Parse a JSON, YAML or (for the kinds kubectl's generators send) protobuf body.
 pub(crate) fn parse_body(content_type: &str, body: &[u8]) -> ApiResult<Value> {
     match content_type {
         "application/json" | "*/*" | "text/plain" => serde_json::from_slice(body).map_err(|e| {
@@ -18,6 +18,14 @@ pub(crate) fn parse_body(content_type: &str, body: &[u8]) -> ApiResult<Value> {
         }),
         "application/yaml" | "application/x-yaml" | "text/yaml" => {
             serde_norway::from_slice(body).map_err(|e| ApiError::bad_request(format!("yaml: {e}")))
+        }
+        "application/vnd.kubernetes.protobuf" => {
+            crate::protobuf::decode_object(body).map_err(|e| match e {
+                crate::protobuf::ProtobufError::Malformed => ApiError::bad_request(e.to_string()),
+                crate::protobuf::ProtobufError::Unsupported(_) => {
+                    ApiError::unsupported_media_type_message(e.to_string())
+                }
+            })
         }
         other => Err(ApiError::unsupported_media_type(
             other,

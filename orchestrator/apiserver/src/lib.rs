@@ -15,6 +15,7 @@ mod metrics;
 mod objects;
 mod openapi;
 mod pki;
+mod protobuf;
 mod request;
 mod server;
 mod state;
