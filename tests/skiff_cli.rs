@@ -1,6 +1,10 @@
 //! The kubectl scenario again, through our own `skiff` CLI.
 
-use skiff_e2e::Cluster;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use skiff_e2e::{Cluster, bin_dir, wait_for};
 
 const DEPLOY: &str = "apiVersion: apps/v1
 kind: Deployment
@@ -160,6 +164,30 @@ fn skiff_drives_the_api_server() {
         .expect_ok("namespace: team")
         .expect_ok("DATA\\+OMITTED");
     s(&["config", "use-context", "nope"]).expect_fail(1, "no context exists with the name");
+
+    // get -w prints a row per change.
+    let mut watch = Command::new(bin_dir().join("skiff"))
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .args(["get", "cm", "-n", "default", "-w"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.skiff_in(&["apply", "-n", "default", "-f", "-"], Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: seen}\n")).expect_ok("created");
+    wait_for(Duration::from_secs(20), "the new configmap in skiff get -w", || {
+        rx.recv_timeout(Duration::from_millis(100)).ok().filter(|l| l.starts_with("seen "))
+    })
+    .unwrap();
+    let _ = watch.kill();
+    let _ = watch.wait();
 
     s(&["delete", "-n", "default", "-f", &deploy]).expect_ok(r#"^deployment.apps "web" deleted$"#);
     s(&["get", "-n", "default", "deploy", "web"]).expect_fail(1, "NotFound");

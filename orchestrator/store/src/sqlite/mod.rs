@@ -4,7 +4,8 @@
 //! * `reader` — a pool of read-only connections for gets, ranges and history;
 //! * `watch` — per-watch tasks: history replay, then live events;
 //! * `schema` — tables and pragmas;
-//! * the maintenance loop below — compaction, WAL checkpoints, the size metric.
+//! * the maintenance loop below — compaction, passive WAL checkpoints on their own connection,
+//!   the size metric.
 
 mod reader;
 mod schema;
@@ -41,6 +42,8 @@ pub struct SqliteStoreConfig {
     pub min_retained_revisions: i64,
     /// …and every revision younger than this.
     pub retention_window: Duration,
+    /// How often the WAL is copied into the database file.
+    pub checkpoint_interval: Duration,
 }
 
 impl SqliteStoreConfig {
@@ -53,6 +56,7 @@ impl SqliteStoreConfig {
             maintenance_interval: Duration::from_secs(60),
             min_retained_revisions: 1000,
             retention_window: Duration::from_secs(300),
+            checkpoint_interval: Duration::from_secs(1),
         }
     }
 }
@@ -116,9 +120,12 @@ impl SqliteStore {
             stop_maintenance: CancellationToken::new(),
         });
         tracing::info!(path = %config.path.display(), revision = current, compacted, "store opened");
+        let checkpointer =
+            schema::open_checkpointer(&config.path).map_err(|e| Error::Backend(e.to_string()))?;
         tokio::spawn(maintenance_loop(
             Arc::downgrade(&store),
             config,
+            checkpointer,
             store.stop_maintenance.clone(),
         ));
         Ok(store)
@@ -138,7 +145,8 @@ impl SqliteStore {
             .await
     }
 
-    /// Truncate the WAL into the main file.
+    /// Copy the whole WAL into the main file and truncate it (blocks writes while it runs; the
+    /// maintenance loop uses passive checkpoints instead).
     pub async fn checkpoint(&self) -> Result<()> {
         let (reply, rx) = oneshot::channel();
         self.send(WriteOp::Checkpoint { reply }).await?;
@@ -229,26 +237,53 @@ impl Store for SqliteStore {
     }
 }
 
-/// Compaction, checkpoints and the size gauge, every `maintenance_interval` until cancelled.
-/// Holding only a weak reference lets the store close when its users drop it.
+/// Compaction and the size gauge every `maintenance_interval`, passive WAL checkpoints every
+/// `checkpoint_interval`, until cancelled. Holding only a weak reference lets the store close
+/// when its users drop it.
 async fn maintenance_loop(
     store: std::sync::Weak<SqliteStore>,
     config: SqliteStoreConfig,
+    checkpointer: Connection,
     stop: CancellationToken,
 ) {
     let span = tracing::info_span!("store_maintenance");
     let _ = tracing::Instrument::instrument(
         async move {
+            let checkpointer = Arc::new(std::sync::Mutex::new(checkpointer));
             // (revision, when) samples: the oldest sample older than the window bounds compaction.
             let mut samples: VecDeque<(Revision, Instant)> = VecDeque::new();
             let mut ticker = tokio::time::interval(config.maintenance_interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut checkpoint_ticker = tokio::time::interval(config.checkpoint_interval);
+            checkpoint_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut checkpointed_revision = 0;
             loop {
-                tokio::select! {
+                let compaction_due = tokio::select! {
                     _ = stop.cancelled() => break,
-                    _ = ticker.tick() => {}
-                }
+                    _ = ticker.tick() => true,
+                    _ = checkpoint_ticker.tick() => false,
+                };
                 let Some(store) = store.upgrade() else { break };
+                if !compaction_due {
+                    let current = store.current_revision();
+                    if current == checkpointed_revision {
+                        continue;
+                    }
+                    let conn = checkpointer.clone();
+                    let result = tokio::task::spawn_blocking(move || {
+                        schema::passive_checkpoint(&conn.lock().expect("checkpointer lock"))
+                    })
+                    .await;
+                    match result {
+                        Ok(Ok(_)) => checkpointed_revision = current,
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "wal checkpoint failed");
+                            store.shared.metrics.maintenance_errors_total.inc();
+                        }
+                        Err(e) => tracing::warn!(error = %e, "wal checkpoint task failed"),
+                    }
+                    continue;
+                }
                 let now = Instant::now();
                 let current = store.current_revision();
                 samples.push_back((current, now));
@@ -269,10 +304,6 @@ async fn maintenance_loop(
                         tracing::warn!(error = %e, target, "compaction failed");
                         store.shared.metrics.maintenance_errors_total.inc();
                     }
-                }
-                if let Err(e) = store.checkpoint().await {
-                    tracing::warn!(error = %e, "wal checkpoint failed");
-                    store.shared.metrics.maintenance_errors_total.inc();
                 }
                 match store.db_size().await {
                     Ok(size) => {

@@ -13,6 +13,9 @@ pub(super) fn init_writer(conn: &Connection) -> rusqlite::Result<()> {
     // power loss. Batching commits in the writer amortizes the fsync.
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+    // Checkpoints run on their own connection (see the maintenance loop), never inside a commit
+    // on the writer thread, so a large checkpoint cannot stall writes.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     conn.pragma_update(None, "busy_timeout", 5000)?;
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS kv_log (
@@ -35,6 +38,20 @@ pub(super) fn init_writer(conn: &Connection) -> rusqlite::Result<()> {
          ) WITHOUT ROWID;",
     )?;
     Ok(())
+}
+
+/// The connection that copies the WAL into the database file in the background.
+pub(super) fn open_checkpointer(path: &std::path::Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "busy_timeout", 5000)?;
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    Ok(conn)
+}
+
+/// Copy as much of the WAL into the database as possible without waiting for readers or the
+/// writer; the writer restarts the WAL from its start once everything has been copied.
+pub(super) fn passive_checkpoint(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(1)?, r.get(2)?)))
 }
 
 /// Pragmas of a read-only pool connection.
