@@ -181,10 +181,21 @@ fn skiff_drives_the_api_server() {
         }
     });
     std::thread::sleep(Duration::from_millis(500));
-    cluster.skiff_in(&["apply", "-n", "default", "-f", "-"], Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: seen}\n")).expect_ok("created");
-    wait_for(Duration::from_secs(20), "the new configmap in skiff get -w", || {
-        rx.recv_timeout(Duration::from_millis(100)).ok().filter(|l| l.starts_with("seen "))
-    })
+    cluster
+        .skiff_in(
+            &["apply", "-n", "default", "-f", "-"],
+            Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: seen}\n"),
+        )
+        .expect_ok("created");
+    wait_for(
+        Duration::from_secs(20),
+        "the new configmap in skiff get -w",
+        || {
+            rx.recv_timeout(Duration::from_millis(100))
+                .ok()
+                .filter(|l| l.starts_with("seen "))
+        },
+    )
     .unwrap();
     let _ = watch.kill();
     let _ = watch.wait();

@@ -40,6 +40,9 @@ struct Args {
     /// Concurrent watchers.
     #[arg(long, default_value_t = 100)]
     watchers: usize,
+    /// The etcd binary for the peer comparison (skipped, with a note, when absent).
+    #[arg(long, default_value = "etcd")]
+    etcd: String,
 }
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -91,6 +94,168 @@ fn start(skiffd: &PathBuf) -> Result<Server> {
         addr,
         _dir: dir,
     })
+}
+
+/// A free loopback port (bound and released; etcd cannot be told to pick one).
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// etcd on loopback with its defaults (fsync on every commit, as Skiff's store).
+fn start_etcd(binary: &str) -> Result<Server> {
+    let dir = tempfile::tempdir()?;
+    let (client, peer) = (free_port()?, free_port()?);
+    let child = Command::new(binary)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args([
+            "--listen-client-urls",
+            &format!("http://127.0.0.1:{client}"),
+        ])
+        .args([
+            "--advertise-client-urls",
+            &format!("http://127.0.0.1:{client}"),
+        ])
+        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+        .args([
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{peer}"),
+        ])
+        .args([
+            "--initial-cluster",
+            &format!("default=http://127.0.0.1:{peer}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {binary}"))?;
+    let addr = format!("127.0.0.1:{client}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        if Instant::now() > deadline {
+            bail!("etcd did not start");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(Server {
+        child,
+        addr,
+        _dir: dir,
+    })
+}
+
+fn b64(s: &str) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = s.as_bytes();
+    let mut out = String::new();
+    for chunk in b.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// One etcd put through its JSON gateway, with a value the size of a small ConfigMap.
+async fn etcd_put(client: &HttpClient, addr: &str, key: &str) -> Result<u16> {
+    let value = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x","namespace":"bench","uid":"00000000-0000-0000-0000-000000000000","creationTimestamp":"2026-01-01T00:00:00Z"},"data":{"i":"1"}}"#;
+    let body = json!({"key": b64(key), "value": b64(value)});
+    Ok(call(
+        client,
+        addr,
+        "POST",
+        "/v3/kv/put",
+        Some(&body),
+        "application/json",
+    )
+    .await?
+    .0)
+}
+
+async fn etcd_peer(client: &HttpClient, binary: &str, rate: u64, seconds: u64) -> Result<()> {
+    let etcd = match start_etcd(binary) {
+        Ok(e) => e,
+        Err(e) => {
+            println!("peer: etcd not measured ({e:#})");
+            return Ok(());
+        }
+    };
+    let version = String::from_utf8_lossy(&Command::new(binary).arg("--version").output()?.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let addr = etcd.addr.clone();
+    let mut lat = Vec::new();
+    let mut ticker = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
+    let mut tasks = Vec::new();
+    for i in 0..rate * seconds {
+        ticker.tick().await;
+        let (client, addr) = (client.clone(), addr.clone());
+        tasks.push(tokio::spawn(async move {
+            let started = Instant::now();
+            matches!(
+                etcd_put(
+                    &client,
+                    &addr,
+                    &format!("/registry/configmaps/bench/cm-{i}")
+                )
+                .await,
+                Ok(200)
+            )
+            .then(|| started.elapsed().as_secs_f64() * 1000.0)
+        }));
+    }
+    for t in tasks {
+        lat.extend(t.await?);
+    }
+    let n = lat.len();
+    let (p50, p99, max) = summarize(lat);
+    println!(
+        "peer {version}: put at {rate}/s for {seconds} s: n={n} p50={p50:.2} ms p99={p99:.2} ms max={max:.2} ms"
+    );
+    for c in [1, 8, 32, 128] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut tasks = Vec::new();
+        for w in 0..c {
+            let (client, addr) = (client.clone(), addr.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut i = 0;
+                while Instant::now() < deadline {
+                    let started = Instant::now();
+                    if let Ok(200) = etcd_put(
+                        &client,
+                        &addr,
+                        &format!("/registry/configmaps/sat{c}/w{w}-{i}"),
+                    )
+                    .await
+                    {
+                        lat.push(started.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    i += 1;
+                }
+                lat
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await?);
+        }
+        let rate = all.len() as f64 / 10.0;
+        let (_, p99, _) = summarize(all);
+        println!("peer etcd closed loop, {c:>3} writers: {rate:.0} puts/s, p99={p99:.2} ms");
+    }
+    Ok(())
 }
 
 fn rss_mb(pid: u32) -> f64 {
@@ -466,5 +631,7 @@ async fn main() -> Result<()> {
         args.watchers
     );
     println!("RSS after load: {:.1} MB", rss_mb(pid));
+    drop(server);
+    etcd_peer(&client, &args.etcd, args.rate, args.seconds).await?;
     Ok(())
 }

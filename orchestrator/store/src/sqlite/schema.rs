@@ -51,7 +51,9 @@ pub(super) fn open_checkpointer(path: &std::path::Path) -> rusqlite::Result<Conn
 /// Copy as much of the WAL into the database as possible without waiting for readers or the
 /// writer; the writer restarts the WAL from its start once everything has been copied.
 pub(super) fn passive_checkpoint(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
-    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(1)?, r.get(2)?)))
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get(1)?, r.get(2)?))
+    })
 }
 
 /// Pragmas of a read-only pool connection.
