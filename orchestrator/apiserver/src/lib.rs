@@ -11,6 +11,7 @@ mod codec;
 mod discovery;
 mod error;
 mod handlers;
+mod kubelet;
 mod metrics;
 mod objects;
 mod openapi;
@@ -39,6 +40,7 @@ use tower_http::trace::TraceLayer;
 
 pub use auth::{Identity, TokenAuthenticator};
 pub use error::ApiError;
+pub use kubelet::KubeletClient;
 pub use metrics::ApiMetrics;
 pub use pki::Pki;
 pub use state::{AppState, ServingConfig};
@@ -179,6 +181,9 @@ pub async fn start(
     }
     let metrics = ApiMetrics::default();
     metrics.register(&mut metrics_registry);
+    let kubelet_client =
+        pki.client_certificate("skiff-apiserver-kubelet-client", &["system:masters"])?;
+    let kubelet = kubelet::KubeletClient::new(&pki.ca.cert_pem, &kubelet_client)?;
     let state = AppState::new(
         store,
         metrics,
@@ -186,6 +191,7 @@ pub async fn start(
         config.serving.clone(),
         shutdown.clone(),
         tokens,
+        Some(Arc::new(kubelet)),
     );
 
     let listener = TcpListener::bind(SocketAddr::new(config.bind_address, config.port))

@@ -96,6 +96,72 @@ impl Pki {
         })
     }
 
+    /// A serving certificate for `common_name` valid for `names` (DNS names or IP addresses) and
+    /// loopback.
+    pub fn serving_certificate(&self, common_name: &str, names: &[String]) -> Result<CertifiedKey> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        let mut sans: Vec<SanType> = Vec::new();
+        let mut ips: Vec<IpAddr> = vec!["127.0.0.1".parse()?, "::1".parse()?];
+        for n in names {
+            match n.parse::<IpAddr>() {
+                Ok(ip) => ips.push(ip),
+                Err(_) => sans.push(SanType::DnsName(n.clone().try_into()?)),
+            }
+        }
+        ips.sort();
+        ips.dedup();
+        sans.extend(ips.into_iter().map(SanType::IpAddress));
+        params.subject_alt_names = sans;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        validity(&mut params, 1);
+        self.issue(params)
+    }
+
+    /// Write a kubeconfig at `path` for a client certificate of `user` in `groups`.
+    pub fn write_client_kubeconfig(
+        &self,
+        path: &Path,
+        server: &str,
+        user: &str,
+        groups: &[&str],
+    ) -> Result<()> {
+        let cert = self.client_certificate(user, groups)?;
+        self.write_kubeconfig(path, server, "skiff", user, &cert)
+    }
+
+    fn write_kubeconfig(
+        &self,
+        path: &Path,
+        server: &str,
+        cluster_name: &str,
+        user: &str,
+        cert: &CertifiedKey,
+    ) -> Result<()> {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let config = json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": cluster_name, "cluster": {"server": server, "certificate-authority-data": b64(&self.ca.cert_pem)}}],
+            "users": [{"name": user, "user": {
+                "client-certificate-data": b64(&cert.cert_pem), "client-key-data": b64(&cert.key_pem)}}],
+            "contexts": [{"name": cluster_name, "context": {"cluster": cluster_name, "user": user}}],
+            "current-context": cluster_name,
+            "preferences": {},
+        });
+        let yaml = serde_norway::to_string(&config)?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        write_private(path, &yaml)
+    }
+
     /// A serving certificate for this host and the in-cluster names of the API, written next to
     /// the CA.
     pub fn server_certificate(&self, extra_names: &[String]) -> Result<CertifiedKey> {
@@ -179,21 +245,12 @@ impl Pki {
             write_private(&self.dir.join("admin.key"), &admin.key_pem)?;
             admin
         };
-        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-        let config = json!({
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": cluster_name, "cluster": {"server": server, "certificate-authority-data": b64(&self.ca.cert_pem)}}],
-            "users": [{"name": format!("{cluster_name}-admin"), "user": {
-                "client-certificate-data": b64(&admin.cert_pem), "client-key-data": b64(&admin.key_pem)}}],
-            "contexts": [{"name": cluster_name, "context": {"cluster": cluster_name, "user": format!("{cluster_name}-admin")}}],
-            "current-context": cluster_name,
-            "preferences": {},
-        });
-        let yaml = serde_norway::to_string(&config)?;
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        write_private(path, &yaml)
+        self.write_kubeconfig(
+            path,
+            server,
+            cluster_name,
+            &format!("{cluster_name}-admin"),
+            &admin,
+        )
     }
 }

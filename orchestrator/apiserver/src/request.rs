@@ -110,6 +110,11 @@ impl Query {
             .map(String::as_str)
     }
 
+    /// Every value of a repeated parameter (`command=ls&command=-la`).
+    pub(crate) fn get_all(&self, key: &str) -> Vec<String> {
+        self.raw.get(key).cloned().unwrap_or_default()
+    }
+
     /// A boolean parameter (`true`/`1`).
     pub(crate) fn flag(&self, key: &str) -> bool {
         matches!(self.get(key), Some("true" | "1"))

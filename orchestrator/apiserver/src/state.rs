@@ -9,6 +9,7 @@ use skiff_store::Store;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::TokenAuthenticator;
+use crate::kubelet::KubeletClient;
 use crate::metrics::ApiMetrics;
 
 /// Settings handlers need at request time.
@@ -49,6 +50,7 @@ struct Inner {
     serving: ServingConfig,
     shutdown: CancellationToken,
     tokens: TokenAuthenticator,
+    kubelet: Option<Arc<KubeletClient>>,
 }
 
 impl AppState {
@@ -60,6 +62,7 @@ impl AppState {
         serving: ServingConfig,
         shutdown: CancellationToken,
         tokens: TokenAuthenticator,
+        kubelet: Option<Arc<KubeletClient>>,
     ) -> Self {
         AppState {
             inner: Arc::new(Inner {
@@ -70,6 +73,7 @@ impl AppState {
                 serving,
                 shutdown,
                 tokens,
+                kubelet,
             }),
         }
     }
@@ -97,6 +101,11 @@ impl AppState {
     /// Serving settings.
     pub fn serving(&self) -> &ServingConfig {
         &self.inner.serving
+    }
+
+    /// The client for node agents (logs, exec).
+    pub(crate) fn kubelet(&self) -> Option<&KubeletClient> {
+        self.inner.kubelet.as_deref()
     }
 
     /// Static bearer tokens.

@@ -1,6 +1,7 @@
 //! `skiffd`, the Skiff daemon. `skiffd up` runs a whole cluster in one process; the other
 //! subcommands run single components for multi-machine setups.
 
+mod agent_flags;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -21,10 +22,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start a whole cluster (control plane, and the node components as they arrive) in one process.
+    /// Start a whole cluster (control plane and a node agent) in one process.
     Up(up::UpArgs),
     /// Start only the control plane (API server and store).
     Server(up::UpArgs),
+    /// Start a node agent that joins a cluster.
+    Agent(up::JoinArgs),
+    /// Supervise one process-runtime container (started by the agent, not by hand).
+    #[command(hide = true)]
+    ContainerShim {
+        /// The container's state directory.
+        state_dir: std::path::PathBuf,
+    },
 }
 
 fn init_logging(format: &str) {
@@ -44,11 +53,17 @@ fn init_logging(format: &str) {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::ContainerShim { state_dir } = &cli.command {
+        std::process::exit(skiff_agent::run_shim(state_dir));
+    }
     init_logging(&cli.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     match cli.command {
-        Command::Up(args) | Command::Server(args) => runtime.block_on(up::run(args)),
+        Command::Up(args) => runtime.block_on(up::run(args, true)),
+        Command::Server(args) => runtime.block_on(up::run(args, false)),
+        Command::Agent(args) => runtime.block_on(up::join(args)),
+        Command::ContainerShim { .. } => unreachable!("handled before the runtime starts"),
     }
 }

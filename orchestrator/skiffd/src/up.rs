@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use serde_json::json;
-use skiff_apiserver::{ApiServerConfig, ServingConfig};
+use skiff_agent::AgentMetrics;
+use skiff_apiserver::{ApiServerConfig, Pki, ServingConfig};
 use skiff_store::{SqliteStore, SqliteStoreConfig, StoreMetrics};
 use tokio_util::sync::CancellationToken;
 
@@ -42,6 +43,63 @@ pub(crate) struct UpArgs {
     /// …and every revision younger than this many seconds.
     #[arg(long, default_value_t = 300)]
     store_retention_secs: u64,
+    /// Do not start a node agent (`skiffd up` only).
+    #[arg(long)]
+    no_agent: bool,
+    #[command(flatten)]
+    agent: crate::agent_flags::AgentArgs,
+}
+
+/// Flags of `skiffd agent`.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct JoinArgs {
+    /// Where this node keeps its state.
+    #[arg(long, env = "SKIFF_DATA_DIR", default_value_os_t = default_data_dir())]
+    data_dir: PathBuf,
+    /// A kubeconfig with credentials for this node (or the admin kubeconfig of the cluster).
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// The cluster's PKI directory (its CA issues this agent's serving certificate).
+    #[arg(long)]
+    pki_dir: PathBuf,
+    #[command(flatten)]
+    agent: crate::agent_flags::AgentArgs,
+}
+
+async fn kube_client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
+    let config = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    let config =
+        kube::Config::from_custom_kubeconfig(config, &kube::config::KubeConfigOptions::default())
+            .await?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// `skiffd agent`: join the cluster a kubeconfig points at.
+pub(crate) async fn join(args: JoinArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)?;
+    let pki = Pki::load_or_create(&args.pki_dir)?;
+    let client = kube_client(&args.kubeconfig).await?;
+    let server = kube::config::Kubeconfig::read_from(&args.kubeconfig)?
+        .clusters
+        .first()
+        .and_then(|c| c.cluster.as_ref()?.server.clone())
+        .unwrap_or_default();
+    let endpoint = server
+        .trim_start_matches("https://")
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_owned(), p.trim_end_matches('/').parse().ok()?)));
+    let config = args.agent.config(&args.data_dir, &pki, endpoint)?;
+    let shutdown = CancellationToken::new();
+    let metrics = AgentMetrics::default();
+    let agent = skiff_agent::start(config, client, metrics, shutdown.clone()).await?;
+    println!(
+        "Skiff agent is up ({} runtime), serving at {}",
+        agent.runtime, agent.url
+    );
+    shutdown_signal().await;
+    shutdown.cancel();
+    agent.wait().await;
+    Ok(())
 }
 
 fn default_data_dir() -> PathBuf {
@@ -70,7 +128,7 @@ async fn shutdown_signal() {
     }
 }
 
-pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let data_dir = args.data_dir.canonicalize()?;
@@ -83,6 +141,8 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     store_config.min_retained_revisions = args.store_min_retained_revisions;
     store_config.retention_window = Duration::from_secs(args.store_retention_secs);
     let store = SqliteStore::open(store_config, store_metrics).context("opening the store")?;
+    let agent_metrics = AgentMetrics::default();
+    agent_metrics.register(&mut registry);
 
     let shutdown = CancellationToken::new();
     let mut config = ApiServerConfig::new(&data_dir);
@@ -100,11 +160,52 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     )
     .await?;
 
+    let mut agent = None;
+    if with_agent && !args.no_agent {
+        let pki = Pki::load_or_create(&data_dir.join("pki"))?;
+        let node_name = args
+            .agent
+            .node_name
+            .clone()
+            .unwrap_or_else(crate::agent_flags::hostname);
+        let kubeconfig = data_dir.join("agent").join("kubeconfig");
+        pki.write_client_kubeconfig(
+            &kubeconfig,
+            &apiserver.url,
+            &format!("system:node:{node_name}"),
+            &["system:nodes"],
+        )?;
+        let client = kube_client(&kubeconfig).await?;
+        let port = apiserver
+            .url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(6443);
+        let host = if args.bind_address.is_unspecified() {
+            args.agent
+                .node_ip
+                .clone()
+                .unwrap_or_else(skiff_agent::detect_node_ip)
+        } else {
+            args.bind_address.to_string()
+        };
+        let mut agent_args = args.agent.clone();
+        agent_args.node_name = Some(node_name);
+        let config = agent_args.config(&data_dir, &pki, Some((host, port)))?;
+        agent = Some(
+            skiff_agent::start(config, client, agent_metrics, shutdown.clone())
+                .await
+                .context("starting the node agent")?,
+        );
+    }
     let endpoints = json!({
         "apiserver": apiserver.url,
         "apiserverInsecure": apiserver.insecure_url,
         "kubeconfig": apiserver.kubeconfig,
         "ca": apiserver.ca_file,
+        "agent": agent.as_ref().map(|a| a.url.clone()),
+        "runtime": agent.as_ref().map(|a| a.runtime),
         "metrics": {"apiserver": format!("{}/metrics", apiserver.url)},
     });
     let endpoints_path = data_dir.join("endpoints.json");
@@ -116,6 +217,9 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down");
     shutdown.cancel();
+    if let Some(agent) = agent {
+        agent.wait().await;
+    }
     apiserver.wait().await;
     drop(store);
     tracing::info!("stopped");

@@ -2,6 +2,7 @@
 //! counts the request; the verb handlers live in the sibling modules.
 
 mod patch;
+mod proxy;
 mod read;
 mod reviews;
 mod subresources;
@@ -11,8 +12,8 @@ mod write;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Extension, Path, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::extract::{Extension, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
@@ -25,6 +26,8 @@ use crate::state::AppState;
 /// Everything a verb handler needs about the request.
 pub(crate) struct Call {
     pub(crate) identity: Option<Identity>,
+    /// The client connection's upgrade, for exec.
+    pub(crate) upgrade: std::sync::Mutex<Option<hyper::upgrade::OnUpgrade>>,
     pub(crate) state: AppState,
     pub(crate) target: Target,
     pub(crate) query: Query,
@@ -37,22 +40,10 @@ pub(crate) async fn core(
     State(state): State<AppState>,
     Path(rest): Path<String>,
     identity: Option<Extension<Identity>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
     let identity = identity.map(|Extension(i)| i);
-    dispatch(
-        state,
-        identity,
-        ("", "v1", &rest),
-        method,
-        uri,
-        headers,
-        body,
-    )
-    .await
+    dispatch(state, identity, ("", "v1", &rest), request).await
 }
 
 /// `/apis/{group}/{version}/{*rest}`.
@@ -60,37 +51,23 @@ pub(crate) async fn grouped(
     State(state): State<AppState>,
     Path((group, version, rest)): Path<(String, String, String)>,
     identity: Option<Extension<Identity>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
     let identity = identity.map(|Extension(i)| i);
-    dispatch(
-        state,
-        identity,
-        (&group, &version, &rest),
-        method,
-        uri,
-        headers,
-        body,
-    )
-    .await
+    dispatch(state, identity, (&group, &version, &rest), request).await
 }
 
-#[allow(
-    clippy::too_many_arguments,
-    reason = "an axum handler's extracted parts, passed on once"
-)]
 async fn dispatch(
     state: AppState,
     identity: Option<Identity>,
     (group, version, rest): (&str, &str, &str),
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    mut request: Request,
 ) -> Response {
+    let upgrade = request
+        .extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>();
+    let (parts, body) = request.into_parts();
+    let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
     let started = Instant::now();
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let target = match parse_target(state.registry(), group, version, &segments) {
@@ -106,6 +83,7 @@ async fn dispatch(
     state.metrics().inflight.inc();
     let call = Call {
         identity,
+        upgrade: std::sync::Mutex::new(upgrade),
         state: state.clone(),
         target,
         query,
@@ -139,9 +117,11 @@ async fn route(call: &Call, method: &Method, verb: &str) -> ApiResult<Response> 
         ("POST", false, Some("eviction")) => subresources::eviction(call).await,
         ("POST", false, Some("binding")) => subresources::binding(call).await,
         ("PUT", false, Some("finalize")) => subresources::finalize(call).await,
-        (_, false, Some("log" | "exec" | "proxy" | "attach" | "portforward")) => {
+        ("GET", false, Some("log")) => proxy::log(call).await,
+        ("GET" | "POST", false, Some("exec")) => proxy::exec(call).await,
+        (_, false, Some("proxy" | "attach" | "portforward")) => {
             Err(ApiError::unavailable(format!(
-                "{} is served by the node agent, and no agent serves {}/{}",
+                "{} is not served yet for {}/{}",
                 sub.unwrap_or_default(),
                 t.info.plural,
                 t.name.as_deref().unwrap_or_default()
