@@ -16,11 +16,23 @@ pub fn bin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "-p", "skiffd", "-p", "skiff-cli"])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "skiffd",
+                "-p",
+                "skiff-cli",
+                "-p",
+                "skiff-pause",
+            ])
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
             .status()
             .expect("running cargo build");
-        assert!(status.success(), "building skiffd and skiff failed");
+        assert!(
+            status.success(),
+            "building skiffd, skiff and skiff-pause failed"
+        );
         // The test executable lives in <target>/<profile>/deps.
         let exe = std::env::current_exe().expect("test executable path");
         exe.parent()
@@ -115,6 +127,8 @@ pub struct Cluster {
     pub kubeconfig: PathBuf,
     cache: tempfile::TempDir,
     extra_args: Vec<String>,
+    /// This cluster's node name (unique per test cluster).
+    pub node: String,
 }
 
 impl Cluster {
@@ -134,6 +148,7 @@ impl Cluster {
             kubeconfig: PathBuf::new(),
             cache: tempfile::tempdir()?,
             extra_args: extra.iter().map(|s| (*s).to_owned()).collect(),
+            node: format!("node-{:08x}", rand_u32()),
         };
         cluster.launch()?;
         Ok(cluster)
@@ -146,10 +161,29 @@ impl Cluster {
             .create(true)
             .append(true)
             .open(self.dir.path().join("skiffd.log"))?;
+        let mut defaults: Vec<String> = Vec::new();
+        let given = |flag: &str| self.extra_args.iter().any(|a| a == flag);
+        if !given("--runtime") {
+            defaults.extend(["--runtime".into(), "process".into()]);
+        }
+        let logs = self.dir.path().join("logs");
+        defaults.extend([
+            "--agent-port".into(),
+            "0".into(),
+            "--node-name".into(),
+            self.node.clone(),
+            "--pod-log-dir".into(),
+            logs.join("pods").display().to_string(),
+            "--container-log-dir".into(),
+            logs.join("containers").display().to_string(),
+            "--node-ip".into(),
+            "127.0.0.1".into(),
+        ]);
         let child = Command::new(bin_dir().join("skiffd"))
             .args(["up", "--data-dir"])
             .arg(self.dir.path())
             .args(["--port", "0", "--insecure-port", "0"])
+            .args(&defaults)
             .args(&self.extra_args)
             .env("SKIFF_LOG", "info,skiff_apiserver=debug")
             .stdout(Stdio::null())
@@ -268,7 +302,61 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop();
+        self.remove_workloads();
     }
+}
+
+impl Cluster {
+    /// Stop what the agent started (containers keep running when an agent stops, as kubelet's
+    /// do): process-runtime shims and processes under the data dir, and this node's Docker
+    /// containers.
+    pub fn remove_workloads(&self) {
+        let containers = self.dir.path().join("agent/process/containers");
+        for entry in std::fs::read_dir(&containers)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for file in ["pid", "shim.pid"] {
+                if let Some(pid) = std::fs::read_to_string(entry.path().join(file))
+                    .ok()
+                    .and_then(|p| p.trim().parse::<i32>().ok())
+                {
+                    let pid = nix::unistd::Pid::from_raw(pid);
+                    let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                }
+            }
+        }
+        if let Ok(out) = Command::new("docker")
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=io.skiff.node={}", self.node),
+            ])
+            .output()
+        {
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect();
+            if !ids.is_empty() {
+                let _ = Command::new("docker")
+                    .arg("rm")
+                    .arg("-f")
+                    .args(&ids)
+                    .output();
+            }
+        }
+    }
+}
+
+fn rand_u32() -> u32 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    t.subsec_nanos() ^ std::process::id().rotate_left(16)
 }
 
 fn run(mut cmd: Command, stdin: Option<&str>) -> Run {

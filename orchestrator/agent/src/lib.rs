@@ -242,9 +242,13 @@ async fn make_runtime(config: &AgentConfig) -> anyhow::Result<Arc<dyn Runtime>> 
         RuntimeKind::Auto => runtime::docker::DockerRuntime::available().await,
     };
     if docker {
-        let rt = runtime::docker::DockerRuntime::connect(&config.pause_image, config.log_rotation)
-            .await
-            .context("connecting to Docker")?;
+        let rt = runtime::docker::DockerRuntime::connect(
+            &config.node_name,
+            &config.pause_image,
+            config.log_rotation,
+        )
+        .await
+        .context("connecting to Docker")?;
         return Ok(Arc::new(rt));
     }
     Ok(Arc::new(runtime::process::ProcessRuntime::new(

@@ -30,6 +30,7 @@ use crate::logs::writer::{CriLogWriter, Rotation, StreamKind};
 /// Containers on the Docker engine.
 pub struct DockerRuntime {
     docker: Docker,
+    node: String,
     engine_version: String,
     pause_image: String,
     rotation: Rotation,
@@ -71,7 +72,7 @@ fn parse_time(s: Option<&str>) -> Option<Timestamp> {
 impl DockerRuntime {
     /// Connect to the local engine (negotiating the API version: Debian's engine is older than
     /// bollard's default) and make sure the pause image exists.
-    pub async fn connect(pause_image: &str, rotation: Rotation) -> Result<Self> {
+    pub async fn connect(node: &str, pause_image: &str, rotation: Rotation) -> Result<Self> {
         let docker = Docker::connect_with_local_defaults()
             .map_err(other)?
             .negotiate_version()
@@ -83,6 +84,7 @@ impl DockerRuntime {
             .map_err(|e| Error::Other(format!("{e:#}")))?;
         Ok(DockerRuntime {
             docker,
+            node: node.to_owned(),
             engine_version: version.version.unwrap_or_else(|| "unknown".into()),
             pause_image: pause_image.to_owned(),
             rotation,
@@ -320,6 +322,7 @@ impl Runtime for DockerRuntime {
         );
         l.insert(labels::POD_UID.to_owned(), config.pod.uid.clone());
         l.insert(labels::DOCKER_TYPE.to_owned(), "podsandbox".to_owned());
+        l.insert(labels::NODE.to_owned(), self.node.clone());
         let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
         for (container_port, host_port, proto) in &config.port_mappings {
             bindings.insert(
@@ -507,6 +510,7 @@ impl Runtime for DockerRuntime {
         l.insert(labels::POD_UID.into(), config.pod.uid.clone());
         l.insert(labels::CONTAINER_NAME.into(), config.name.clone());
         l.insert(labels::DOCKER_TYPE.into(), "container".into());
+        l.insert(labels::NODE.into(), self.node.clone());
         l.insert(labels::SANDBOX_ID.into(), sandbox.id.clone());
         l.insert(
             labels::LOG_PATH.into(),

@@ -304,6 +304,8 @@ pub mod labels {
     pub const IMAGE: &str = "io.kubernetes.container.image";
     /// `true` for init containers.
     pub const INIT: &str = "io.skiff.container.init";
+    /// The node (agent) that created the container.
+    pub const NODE: &str = "io.skiff.node";
 }
 
 /// Which runtime to use.
