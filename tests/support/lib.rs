@@ -42,6 +42,68 @@ pub fn bin_dir() -> &'static Path {
     })
 }
 
+/// Import the test images into the local Docker engine (once per process): `skiff-testapp:e2e`
+/// (the test workload, entrypoint `/bin/skiff-testapp`) and `busybox:e2e` (Debian's busybox-static
+/// with a few applets). There is no registry: images are tars of host files.
+pub fn docker_test_images() -> Result<()> {
+    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let testapp = skiff_agent::runtime::images::ImageSpec {
+            tag: "skiff-testapp:e2e".into(),
+            files: vec![(bin_dir().join("skiff-testapp"), "/bin/skiff-testapp".into())],
+            changes: vec![
+                r#"ENTRYPOINT ["/bin/skiff-testapp"]"#.into(),
+                "ENV PATH=/bin".into(),
+            ],
+            with_libraries: true,
+            ..Default::default()
+        };
+        let applets = [
+            "sh", "echo", "cat", "sleep", "ls", "env", "wget", "true", "false", "mkdir", "test",
+        ];
+        let busybox = skiff_agent::runtime::images::ImageSpec {
+            tag: "busybox:e2e".into(),
+            files: vec![(PathBuf::from("/bin/busybox"), "/bin/busybox".into())],
+            symlinks: applets
+                .iter()
+                .map(|a| (format!("/bin/{a}"), "busybox".to_owned()))
+                .collect(),
+            changes: vec![r#"CMD ["/bin/sh"]"#.into()],
+            with_libraries: false,
+        };
+        for spec in [testapp, busybox] {
+            if spec.tag.starts_with("busybox") && !Path::new("/bin/busybox").exists() {
+                return Err("/bin/busybox is missing: install Debian's busybox-static".into());
+            }
+            let tar = skiff_agent::runtime::images::image_tar(&spec).map_err(|e| e.to_string())?;
+            let mut cmd = Command::new("docker");
+            cmd.arg("import");
+            for c in &spec.changes {
+                cmd.args(["-c", c]);
+            }
+            let mut child = cmd
+                .args(["-", &spec.tag])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .spawn()
+                .map_err(|e| e.to_string())?;
+            child
+                .stdin
+                .take()
+                .expect("piped")
+                .write_all(&tar)
+                .map_err(|e| e.to_string())?;
+            let status = child.wait().map_err(|e| e.to_string())?;
+            if !status.success() {
+                return Err(format!("docker import {} failed", spec.tag));
+            }
+        }
+        Ok(())
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+}
+
 /// Poll `f` every 50 ms until it returns `Some`, or fail after `timeout` with `what`.
 pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> Result<T> {
     let deadline = Instant::now() + timeout;

@@ -15,6 +15,7 @@ mod pods;
 mod probes;
 pub mod runtime;
 mod server;
+mod static_pods;
 mod volumes;
 
 use std::collections::{BTreeMap, HashMap};
@@ -92,6 +93,8 @@ pub struct AgentConfig {
     pub shim_exe: PathBuf,
     /// How pods reach the API server (`KUBERNETES_SERVICE_HOST`/`PORT`).
     pub api_endpoint: Option<(String, u16)>,
+    /// Static pod manifests (`--pod-manifest-path`).
+    pub pod_manifest_path: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -118,6 +121,7 @@ impl AgentConfig {
             tls,
             shim_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("skiffd")),
             api_endpoint: None,
+            pod_manifest_path: None,
         }
     }
 }
@@ -315,11 +319,23 @@ pub async fn start(
         }
     };
     let node_uid = node.metadata.uid.clone().unwrap_or_default();
-    let tasks = vec![
-        tokio::spawn(node::heartbeat(ctx.clone(), node_uid, shutdown.clone())),
+    let mut tasks = vec![
+        tokio::spawn(node::heartbeat(
+            ctx.clone(),
+            node_uid.clone(),
+            shutdown.clone(),
+        )),
         tokio::spawn(pods::run(ctx.clone(), shutdown.clone())),
         tokio::spawn(server::serve(ctx.clone(), listener, shutdown.clone())),
     ];
+    if let Some(dir) = ctx.config.pod_manifest_path.clone() {
+        tasks.push(tokio::spawn(static_pods::run(
+            ctx.clone(),
+            dir,
+            node_uid,
+            shutdown.clone(),
+        )));
+    }
     tracing::info!(node = %ctx.config.node_name, runtime = runtime.name(), port, "agent started");
     Ok(RunningAgent {
         url: format!("https://{node_ip}:{port}"),

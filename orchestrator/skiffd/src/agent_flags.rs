@@ -49,6 +49,9 @@ pub(crate) struct AgentArgs {
     /// Node status and lease renewal interval in seconds.
     #[arg(long, default_value_t = 10)]
     pub(crate) node_status_interval_secs: u64,
+    /// Directory of static pod manifests, run without the API and mirrored into it.
+    #[arg(long)]
+    pub(crate) pod_manifest_path: Option<PathBuf>,
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -135,6 +138,7 @@ impl AgentArgs {
             Duration::from_secs_f64(self.crash_backoff_initial_secs.max(0.0));
         config.status_update_interval = Duration::from_secs(self.node_status_interval_secs.max(1));
         config.api_endpoint = api_endpoint;
+        config.pod_manifest_path = self.pod_manifest_path.clone();
         Ok(config)
     }
 }

@@ -91,6 +91,10 @@ async fn apply(
     pod: Pod,
     shutdown: &CancellationToken,
 ) {
+    // Mirror pods are run from their manifest files, not from the API.
+    if crate::static_pods::is_mirror(&pod) {
+        return;
+    }
     let Some(uid) = pod.metadata.uid.clone() else {
         return;
     };
@@ -145,8 +149,19 @@ async fn remove_orphans(ctx: &Arc<Ctx>, known: &HashSet<String>) {
     let Ok(all) = ctx.runtime.list_containers().await else {
         return;
     };
+    // Static pods are known to the agent without the API.
+    let local: HashSet<String> = ctx
+        .pods
+        .read()
+        .expect("pods lock")
+        .keys()
+        .cloned()
+        .collect();
     let mut orphans = HashSet::new();
-    for c in all.into_iter().filter(|c| !known.contains(&c.pod.uid)) {
+    for c in all
+        .into_iter()
+        .filter(|c| !known.contains(&c.pod.uid) && !local.contains(&c.pod.uid))
+    {
         tracing::info!(pod = %c.pod.name, container = %c.name, "removing container of a pod that no longer exists");
         let _ = ctx
             .runtime

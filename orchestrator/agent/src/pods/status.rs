@@ -110,7 +110,17 @@ fn container_status(
     }
     match latest.map(|c| &c.state) {
         Some(ContainerState::Running { started_at }) => {
-            let probes = latest.and_then(|c| input.probes.get(&c.id)).copied();
+            // Until its probe task reports, a container with probes is neither started nor
+            // ready (the task starts one sync after the container does).
+            let probes = latest
+                .and_then(|c| input.probes.get(&c.id))
+                .copied()
+                .unwrap_or(ProbeState {
+                    started: spec.startup_probe.is_none(),
+                    ready: spec.readiness_probe.is_none(),
+                    failed: false,
+                });
+            let probes = Some(probes);
             let started = probes.is_none_or(|p| p.started);
             status["state"] = json!({"running": {"startedAt": ts(*started_at)}});
             status["started"] = json!(started);

@@ -58,14 +58,43 @@ pub(crate) struct Worker {
     start_time: String,
     last_status: Option<Value>,
     next_wake: Option<Duration>,
+    /// For static pods, the uid of the Node that owns the mirror pod.
+    mirror_owner: Option<String>,
 }
 
 /// Run a pod's worker until the pod is gone or the agent shuts down.
 pub(crate) async fn run(
     ctx: Arc<Ctx>,
     pod: Arc<Pod>,
+    rx: mpsc::Receiver<Update>,
+    shutdown: CancellationToken,
+) {
+    run_worker(ctx, pod, rx, shutdown, None).await;
+}
+
+/// Run a static pod (from a manifest file), mirrored into the API with the Node as owner.
+pub(crate) async fn run_static(
+    ctx: Arc<Ctx>,
+    pod: Arc<Pod>,
+    node_uid: String,
+    rx: mpsc::Receiver<Update>,
+    shutdown: CancellationToken,
+) {
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    ctx.pods
+        .write()
+        .expect("pods lock")
+        .insert(uid.clone(), pod.clone());
+    run_worker(ctx.clone(), pod, rx, shutdown, Some(node_uid)).await;
+    ctx.pods.write().expect("pods lock").remove(&uid);
+}
+
+async fn run_worker(
+    ctx: Arc<Ctx>,
+    pod: Arc<Pod>,
     mut rx: mpsc::Receiver<Update>,
     shutdown: CancellationToken,
+    mirror_owner: Option<String>,
 ) {
     let pod_ref = PodRef {
         namespace: pod.metadata.namespace.clone().unwrap_or_default(),
@@ -95,6 +124,7 @@ pub(crate) async fn run(
         start_time,
         last_status: None,
         next_wake: None,
+        mirror_owner,
     };
     tracing::Instrument::instrument(
         async move {
@@ -119,12 +149,16 @@ pub(crate) async fn run(
                         w.ctx.events.pod(&w.pod, None, "Warning", "Unhealthy", format!("{kind} probe failed: {message}"));
                     }
                     update = rx.recv() => match update {
-                        Some(Update::Pod(p)) => w.pod = p,
+                        Some(Update::Pod(p)) if w.mirror_owner.is_none() => w.pod = p,
+                        Some(Update::Pod(_)) => {}
                         Some(Update::ContainersChanged) => {}
-                        Some(Update::Gone) | None => {
+                        Some(Update::Gone) => {
                             w.cleanup().await;
                             break;
                         }
+                        // The manager stopped (agent shutdown): leave the containers running
+                        // for the next agent to adopt.
+                        None => break,
                     },
                 }
             }
@@ -517,16 +551,31 @@ impl Worker {
         }
         let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.pod_ref.namespace);
         let patch = json!({"status": status});
-        match api
-            .patch_status(
-                &self.pod_ref.name,
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
+        let params = PatchParams::default();
+        let mut result = api
+            .patch_status(&self.pod_ref.name, &params, &Patch::Merge(&patch))
+            .await;
+        if let (Err(kube::Error::Api(e)), Some(owner)) = (&result, &self.mirror_owner)
+            && e.code == 404
         {
+            // The mirror pod is missing (first run, or someone deleted it): (re)create it.
+            let mirror = crate::static_pods::mirror_of(&self.pod, owner);
+            api.create(&kube::api::PostParams::default(), &mirror)
+                .await?;
+            result = api
+                .patch_status(&self.pod_ref.name, &params, &Patch::Merge(&patch))
+                .await;
+        }
+        match result {
             Ok(updated) => {
-                self.pod = Arc::new(updated);
+                if self.mirror_owner.is_none() {
+                    self.pod = Arc::new(updated);
+                } else {
+                    // A static pod keeps its file spec and identity; only the status is shared.
+                    let mut pod = (*self.pod).clone();
+                    pod.status = updated.status;
+                    self.pod = Arc::new(pod);
+                }
                 self.last_status = Some(status);
                 self.ctx.metrics.status_updates.inc();
                 Ok(())

@@ -163,9 +163,21 @@ impl ProcessRuntime {
         })
     }
 
+    /// A bare program name that names an aliased image runs the alias's binary (so commands
+    /// and exec probes can name the image's program as they would inside its image).
+    fn resolve_program(&self, argv: &mut [String]) {
+        if let Some(first) = argv.first_mut()
+            && !first.contains('/')
+            && let Some(path) = self.aliases.get(first.as_str())
+        {
+            *first = path.clone();
+        }
+    }
+
     /// The argv for a container: command + args, or an image alias.
     fn argv(&self, config: &ContainerConfig) -> Result<Vec<String>> {
         let mut argv = config.command.clone();
+        self.resolve_program(&mut argv);
         if argv.is_empty() {
             let name = config.image.split('@').next().unwrap_or_default();
             let bare = name
@@ -416,6 +428,8 @@ impl Runtime for ProcessRuntime {
             &std::fs::read(self.container_dir(id).join("config.json")).map_err(other)?,
         )
         .map_err(other)?;
+        let mut command = command;
+        self.resolve_program(&mut command);
         let Some((program, args)) = command.split_first() else {
             return Err(Error::Config("empty command".into()));
         };
