@@ -228,6 +228,40 @@ fn agent_scenario(runtime: &str) {
     k(&["exec", "web", "--", "skiff-testapp", "exit", "--code", "7"])
         .expect_fail(7, "command terminated with exit code 7");
 
+    // The agent's Summary API reports the running container.
+    let endpoints: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(cluster.dir.path().join("endpoints.json")).unwrap(),
+    )
+    .unwrap();
+    let agent = endpoints["agent"].as_str().unwrap().to_owned();
+    let pki = cluster.dir.path().join("pki");
+    let summary = wait_for(Duration::from_secs(20), "web in /stats/summary", || {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "--cacert"])
+            .arg(pki.join("ca.crt"))
+            .arg("--cert")
+            .arg(pki.join("admin.crt"))
+            .arg("--key")
+            .arg(pki.join("admin.key"))
+            .arg(format!("{agent}/stats/summary"))
+            .output()
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let web = v["pods"]
+            .as_array()?
+            .iter()
+            .find(|p| p["podRef"]["name"] == "web")?
+            .clone();
+        (web["containers"][0]["memory"]["workingSetBytes"].as_u64()? > 0).then_some(v)
+    })
+    .unwrap();
+    assert!(
+        summary["node"]["cpu"]["usageCoreNanoSeconds"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+
     // A ConfigMap change reaches the volume.
     k(&[
         "patch",

@@ -1,9 +1,10 @@
 //! The agent's HTTPS server (kubelet's port 10250): `/healthz`, `/pods`, `/containerLogs/…`,
-//! `/exec/…`. The API server proxies `pods/log` and `pods/exec` here; clients must present a
+//! `/exec/…`, `/stats/summary`. The API server proxies `pods/log` and `pods/exec` here; clients must present a
 //! certificate signed by the cluster CA when one is configured.
 
 mod exec;
 pub(crate) mod logs;
+mod stats;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,7 @@ fn router(ctx: Arc<Ctx>) -> Router {
             get(logs::container_logs),
         )
         .route("/exec/{namespace}/{pod}/{container}", any(exec::exec))
+        .route("/stats/summary", get(stats::summary))
         .with_state(ctx)
 }
 
