@@ -110,6 +110,16 @@ spec:
   - {name: app, image: skiff-testapp:e2e, args: [log, --count, "100000", --every-ms, "100", --text, tick]}
 "#;
 
+/// The agent's log lines about `pod`, and its warnings.
+fn agent_log(cluster: &Cluster, pod: &str) -> String {
+    cluster
+        .log()
+        .lines()
+        .filter(|l| l.contains(pod) || l.contains("WARN"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn pod_field(cluster: &Cluster, pod: &str, path: &str) -> String {
     cluster
         .kubectl(&["get", "pod", pod, "-o", &format!("jsonpath={path}")])
@@ -527,14 +537,7 @@ fn agent_scenario(runtime: &str) {
         before,
         "web was not restarted by the agent restart:\n{}\n{}",
         k(&["describe", "pod", "web"]).all(),
-        cluster
-            .log()
-            .lines()
-            .filter(|l| l.contains("web") || l.contains("WARN"))
-            .rev()
-            .take(40)
-            .collect::<Vec<_>>()
-            .join("\n")
+        agent_log(&cluster, "web")
     );
     assert_eq!(
         pod_field(
@@ -561,7 +564,35 @@ fn agent_scenario(runtime: &str) {
         assert_eq!(
             String::from_utf8_lossy(&out.stdout).lines().count(),
             1,
-            "exactly one running web container"
+            "exactly one running web container:\n{}\n{}",
+            k(&["describe", "pod", "web"]).all(),
+            agent_log(&cluster, "web")
+        );
+        // A second agent on the same engine (another cluster) sweeps orphans when it starts;
+        // it must leave this node's containers alone.
+        let other = Cluster::start_with(&["--runtime", "docker"]).expect("second skiffd starts");
+        wait_for(
+            Duration::from_secs(30),
+            "the second node to be Ready",
+            || {
+                other
+                    .kubectl(&["get", "nodes"])
+                    .stdout
+                    .contains(" Ready ")
+                    .then_some(())
+            },
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        drop(other);
+        assert_eq!(
+            pod_field(
+                &cluster,
+                "web",
+                "{.status.containerStatuses[0].containerID} {.status.containerStatuses[0].restartCount}",
+            ),
+            before,
+            "another agent on the same engine touched this node's containers"
         );
     }
 

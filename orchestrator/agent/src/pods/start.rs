@@ -58,6 +58,7 @@ impl Worker {
         let Some(sandbox) = self.sandbox.clone() else {
             return;
         };
+        tracing::info!(container = %c.name, attempt, init, sandbox = %sandbox.id, "starting container");
         let started = Instant::now();
         let env_ctx = EnvContext {
             pod: &self.pod,

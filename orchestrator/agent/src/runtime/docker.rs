@@ -112,6 +112,12 @@ impl DockerRuntime {
         filters: &[(&str, String)],
     ) -> Result<Vec<bollard::models::ContainerSummary>> {
         let mut map: HashMap<String, Vec<String>> = HashMap::new();
+        // Only this node's containers: other agents (another cluster, or another node of the
+        // same cluster) may share the engine, and their containers are not ours to adopt or
+        // remove as orphans.
+        map.entry("label".into())
+            .or_default()
+            .push(format!("{}={}", labels::NODE, self.node));
         for (k, v) in filters {
             map.entry("label".into())
                 .or_default()

@@ -6,20 +6,17 @@
 //! Run: `cargo build --release -p skiffd -p skiff-bench && target/release/apiserver-bench`
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use bytes::Bytes;
 use clap::Parser;
-use futures::StreamExt;
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
+use skiff_bench::{
+    HttpClient, Server, call, free_port, http_client, rss_mb, skiffd_path, start_skiffd, summarize,
+    watch,
+};
 use tokio::sync::Mutex;
 
 #[derive(Parser)]
@@ -43,64 +40,6 @@ struct Args {
     /// The etcd binary for the peer comparison (skipped, with a note, when absent).
     #[arg(long, default_value = "etcd")]
     etcd: String,
-}
-
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-struct Server {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(skiffd: &PathBuf) -> Result<Server> {
-    let dir = tempfile::tempdir()?;
-    let child = Command::new(skiffd)
-        .args(["up", "--data-dir"])
-        .arg(dir.path())
-        .args(["--port", "0", "--insecure-port", "0"])
-        .env("SKIFF_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {}", skiffd.display()))?;
-    let endpoints = dir.path().join("endpoints.json");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let info: Value = loop {
-        if let Ok(text) = std::fs::read_to_string(&endpoints)
-            && let Ok(v) = serde_json::from_str(&text)
-        {
-            break v;
-        }
-        if Instant::now() > deadline {
-            bail!("skiffd did not start");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let addr = info["apiserverInsecure"]
-        .as_str()
-        .unwrap_or_default()
-        .trim_start_matches("http://")
-        .to_owned();
-    Ok(Server {
-        child,
-        addr,
-        _dir: dir,
-    })
-}
-
-/// A free loopback port (bound and released; etcd cannot be told to pick one).
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// etcd on loopback with its defaults (fsync on every commit, as Skiff's store).
@@ -139,11 +78,7 @@ fn start_etcd(binary: &str) -> Result<Server> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(Server {
-        child,
-        addr,
-        _dir: dir,
-    })
+    Ok(Server { child, addr, dir })
 }
 
 fn b64(s: &str) -> String {
@@ -256,56 +191,6 @@ async fn etcd_peer(client: &HttpClient, binary: &str, rate: u64, seconds: u64) -
         println!("peer etcd closed loop, {c:>3} writers: {rate:.0} puts/s, p99={p99:.2} ms");
     }
     Ok(())
-}
-
-fn rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-async fn call(
-    client: &HttpClient,
-    addr: &str,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
-    accept: &str,
-) -> Result<(u16, Bytes)> {
-    let bytes = body
-        .map(|b| Bytes::from(serde_json::to_vec(b).expect("json")))
-        .unwrap_or_default();
-    let request = Request::builder()
-        .method(method)
-        .uri(format!("http://{addr}{path}"))
-        .header("content-type", "application/json")
-        .header("accept", accept)
-        .body(Full::new(bytes))?;
-    let response = client.request(request).await?;
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await?.to_bytes();
-    Ok((status, body))
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let idx = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
-fn summarize(mut ms: Vec<f64>) -> (f64, f64, f64) {
-    ms.sort_by(|a, b| a.partial_cmp(b).expect("no NaN latencies"));
-    (
-        percentile(&ms, 50.0),
-        percentile(&ms, 99.0),
-        ms.last().copied().unwrap_or(f64::NAN),
-    )
 }
 
 fn configmap(name: &str, extra: Value) -> Value {
@@ -521,33 +406,25 @@ async fn watch_delivery(
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let mut readers = Vec::new();
     for _ in 0..watchers {
-        let request = Request::builder()
-            .uri(format!("http://{addr}/api/v1/namespaces/bench-watch/configmaps?watch=1&resourceVersion=0&timeoutSeconds=120"))
-            .body(Full::new(Bytes::new()))?;
-        // A fresh client per watcher: a long-lived response pins its connection.
-        let own = Client::builder(TokioExecutor::new()).build_http();
-        let response = own.request(request).await?;
+        let mut events = watch(
+            addr,
+            "/api/v1/namespaces/bench-watch/configmaps?watch=1&resourceVersion=0&timeoutSeconds=120",
+        )
+        .await?;
         let latencies = latencies.clone();
         readers.push(tokio::spawn(async move {
-            let mut body = response.into_body().into_data_stream();
-            let mut buf = Vec::new();
             let mut seen = 0;
-            while let Some(Ok(chunk)) = body.next().await {
-                buf.extend_from_slice(&chunk);
-                while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = buf.drain(..=pos).collect();
-                    if let Ok(event) = serde_json::from_slice::<Value>(&line)
-                        && let Some(sent) = event["object"]["data"]["sent"]
-                            .as_str()
-                            .and_then(|s| s.parse::<u128>().ok())
-                    {
-                        let ms = (now_nanos() - sent) as f64 / 1e6;
-                        latencies.lock().await.push(ms);
-                        seen += 1;
+            while let Some((at, event)) = events.recv().await {
+                if let Some(sent) = event["object"]["data"]["sent"]
+                    .as_str()
+                    .and_then(|s| s.parse::<u128>().ok())
+                {
+                    let received = at.duration_since(UNIX_EPOCH).expect("clock").as_nanos();
+                    latencies.lock().await.push((received - sent) as f64 / 1e6);
+                    seen += 1;
+                    if seen >= writes {
+                        break;
                     }
-                }
-                if seen >= writes {
-                    break;
                 }
             }
         }));
@@ -577,17 +454,8 @@ async fn watch_delivery(
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let skiffd = match args.skiffd {
-        Some(p) => p,
-        None => std::env::current_exe()?
-            .parent()
-            .context("exe dir")?
-            .join("skiffd"),
-    };
-    let server = start(&skiffd)?;
-    let client: HttpClient = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(256)
-        .build_http();
+    let server = start_skiffd(&skiffd_path(args.skiffd)?, &[])?;
+    let client = http_client();
     let pid = server.child.id();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle = rss_mb(pid);
