@@ -36,6 +36,9 @@ struct Args {
     /// Pods created at once for the churn measurement.
     #[arg(long, default_value_t = 100)]
     churn_pods: usize,
+    /// Churn rounds (growth of the agent's memory between rounds would be a leak).
+    #[arg(long, default_value_t = 3)]
+    churn_rounds: usize,
 }
 
 const NS: &str = "bench";
@@ -221,8 +224,10 @@ async fn delete(client: &HttpClient, addr: &str, name: &str) -> Result<SystemTim
     Ok(t0)
 }
 
-/// Resident memory of the process runtime's shims under `dir` (0 for Docker).
-fn shims_rss_mb(dir: &Path) -> (usize, f64) {
+/// Proportional memory (PSS: shared pages split between the processes sharing them) of the
+/// process runtime's shims under `dir` — RSS would count the skiffd binary's pages once per
+/// shim. Nothing for Docker.
+fn shims_pss_mb(dir: &Path) -> (usize, f64) {
     let needle = dir.display().to_string();
     let mut count = 0;
     let mut total = 0.0;
@@ -234,10 +239,20 @@ fn shims_rss_mb(dir: &Path) -> (usize, f64) {
         let cmdline = String::from_utf8_lossy(&cmdline);
         if cmdline.contains("container-shim") && cmdline.contains(&needle) {
             count += 1;
-            total += rss_mb(pid);
+            total += pss_mb(pid);
         }
     }
     (count, total)
+}
+
+fn pss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Pss:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 async fn measure(skiffd: &Path, runtime: &str, args: &Args) -> Result<()> {
@@ -312,51 +327,93 @@ async fn measure(skiffd: &Path, runtime: &str, args: &Args) -> Result<()> {
     }
     until(&mut events, removals, Duration::from_secs(300), deleted).await?;
 
-    // Churn: all pods at once, then all deleted at once.
+    // Churn: all pods at once, then all deleted at once; repeated so that memory the agent
+    // does not give back after a round shows up as growth between rounds.
     let names: Vec<String> = (0..args.churn_pods).map(|i| format!("churn-{i}")).collect();
-    let begin = Instant::now();
-    let created =
-        futures::future::try_join_all(names.iter().map(|n| create(&client, &addr, n, &agent.node)))
-            .await?;
-    let pending = names.iter().cloned().zip(created).collect();
-    let lat = until(&mut events, pending, Duration::from_secs(600), running).await?;
-    let all_running = begin.elapsed();
-    let (p50, p99, max) = summarize(lat);
-    println!(
-        "[{runtime}] churn, {} pods created at once: all Running after {:.2} s; per pod p50={p50:.0} ms p99={p99:.0} ms max={max:.0} ms",
-        args.churn_pods,
-        all_running.as_secs_f64()
-    );
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let (shims, shim_rss) = shims_rss_mb(server.dir.path());
-    println!(
-        "[{runtime}] agent RSS with {} pods running: {:.1} MB{}",
-        args.churn_pods,
-        rss_mb(pid),
-        if shims > 0 {
-            format!(" (plus {shims} shims, {shim_rss:.1} MB together)")
-        } else {
-            String::new()
-        }
-    );
-    let begin = Instant::now();
-    let deleted_at =
-        futures::future::try_join_all(names.iter().map(|n| delete(&client, &addr, n))).await?;
-    let pending = names.iter().cloned().zip(deleted_at).collect();
-    let lat = until(&mut events, pending, Duration::from_secs(600), deleted).await?;
-    let (p50, p99, _) = summarize(lat);
-    println!(
-        "[{runtime}] churn, {} pods deleted at once: all gone after {:.2} s; per pod p50={p50:.0} ms p99={p99:.0} ms",
-        args.churn_pods,
-        begin.elapsed().as_secs_f64()
-    );
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    println!(
-        "[{runtime}] agent RSS after churn (no pods, 5 s later): {:.1} MB",
-        rss_mb(pid)
-    );
+    for round in 1..=args.churn_rounds {
+        let tag = format!("[{runtime}] churn round {round}/{}", args.churn_rounds);
+        let begin = Instant::now();
+        let created = futures::future::try_join_all(
+            names.iter().map(|n| create(&client, &addr, n, &agent.node)),
+        )
+        .await?;
+        let pending = names.iter().cloned().zip(created).collect();
+        let lat = until(&mut events, pending, Duration::from_secs(600), running).await?;
+        let all_running = begin.elapsed();
+        let (p50, p99, max) = summarize(lat);
+        println!(
+            "{tag}, {} pods created at once: all Running after {:.2} s; per pod p50={p50:.0} ms p99={p99:.0} ms max={max:.0} ms",
+            args.churn_pods,
+            all_running.as_secs_f64()
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (shims, shim_pss) = shims_pss_mb(server.dir.path());
+        println!(
+            "{tag}, agent RSS with {} pods running: {:.1} MB{}",
+            args.churn_pods,
+            rss_mb(pid),
+            if shims > 0 {
+                format!(" (plus {shims} shims, {shim_pss:.1} MB PSS together)")
+            } else {
+                String::new()
+            }
+        );
+        let begin = Instant::now();
+        let deleted_at =
+            futures::future::try_join_all(names.iter().map(|n| delete(&client, &addr, n))).await?;
+        let pending = names.iter().cloned().zip(deleted_at).collect();
+        let lat = until(&mut events, pending, Duration::from_secs(600), deleted).await?;
+        let (p50, p99, _) = summarize(lat);
+        println!(
+            "{tag}, {} pods deleted at once: all gone after {:.2} s; per pod p50={p50:.0} ms p99={p99:.0} ms",
+            args.churn_pods,
+            begin.elapsed().as_secs_f64()
+        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        println!(
+            "{tag}, agent RSS after (no pods, 5 s later): {:.1} MB",
+            rss_mb(pid)
+        );
+    }
+    if runtime == "docker" {
+        docker_peer(args.startup_pods)?;
+    }
     drop(agent);
     drop(server);
+    Ok(())
+}
+
+/// The engine's own floor: `docker run -d` of the same image (one container, no sandbox, no
+/// API), one after another, until the CLI returns (the container has started).
+fn docker_peer(n: usize) -> Result<()> {
+    let mut lat = Vec::new();
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let t0 = Instant::now();
+        let out = Command::new("docker")
+            .args([
+                "run",
+                "-d",
+                "--label",
+                "io.skiff.node=bench-peer",
+                &pause_image(),
+            ])
+            .output()?;
+        lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+        if !out.status.success() {
+            bail!("docker run: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        ids.push(String::from_utf8_lossy(&out.stdout).trim().to_owned());
+    }
+    let _ = Command::new("docker")
+        .args(["rm", "-f"])
+        .args(&ids)
+        .stdout(Stdio::null())
+        .status();
+    let (p50, p99, max) = summarize(lat);
+    println!(
+        "[docker] peer: `docker run -d` of the same image, {n} one at a time: p50={p50:.0} ms p99={p99:.0} ms max={max:.0} ms"
+    );
     Ok(())
 }
 
