@@ -25,13 +25,15 @@ pub fn bin_dir() -> &'static Path {
                 "skiff-cli",
                 "-p",
                 "skiff-pause",
+                "-p",
+                "skiff-testapp",
             ])
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
             .status()
             .expect("running cargo build");
         assert!(
             status.success(),
-            "building skiffd, skiff and skiff-pause failed"
+            "building skiffd, skiff, skiff-pause and skiff-testapp failed"
         );
         // The test executable lives in <target>/<profile>/deps.
         let exe = std::env::current_exe().expect("test executable path");
