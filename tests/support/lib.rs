@@ -423,7 +423,8 @@ fn rand_u32() -> u32 {
     t.subsec_nanos() ^ std::process::id().rotate_left(16)
 }
 
-fn run(mut cmd: Command, stdin: Option<&str>) -> Run {
+/// Run `cmd` to completion with `stdin` as its input.
+pub fn run(mut cmd: Command, stdin: Option<&str>) -> Run {
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
     } else {

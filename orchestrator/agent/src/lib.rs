@@ -5,6 +5,7 @@
 //! [`start`] wires it together; see docs/ARCHITECTURE.md ("skiff-agent") for the map.
 
 mod backoff;
+pub mod bootstrap;
 mod cgroups;
 mod env;
 mod events;

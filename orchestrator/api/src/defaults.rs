@@ -81,7 +81,10 @@ pub fn apply_defaults(kind: &str, object: &mut Value) {
             job_spec(child(job_template, "spec"));
         }
         "Service" => service(obj),
-        "Secret" => set(obj, "type", json!("Opaque")),
+        "Secret" => {
+            set(obj, "type", json!("Opaque"));
+            merge_string_data(obj);
+        }
         "Namespace" => {
             let name = obj
                 .get("metadata")
@@ -161,6 +164,26 @@ pub fn qos_class(spec: &Value) -> &'static str {
         "Guaranteed"
     } else {
         "Burstable"
+    }
+}
+
+/// `stringData` is write-only: its keys are base64-encoded into `data` (winning over the same
+/// keys there) and the field itself is never stored, as upstream's conversion does.
+fn merge_string_data(obj: &mut Map<String, Value>) {
+    use base64::Engine;
+    let Some(Value::Object(strings)) = obj.remove("stringData") else {
+        return;
+    };
+    let data = child(obj, "data");
+    for (key, value) in strings {
+        let text = match value {
+            Value::String(s) => s,
+            other => other.to_string(),
+        };
+        data.insert(
+            key,
+            json!(base64::engine::general_purpose::STANDARD.encode(text)),
+        );
     }
 }
 
@@ -390,6 +413,19 @@ mod tests {
         assert_eq!(
             qos_class(&json!({"containers": [{"resources": {"requests": {"cpu": "100m"}}}]})),
             "Burstable"
+        );
+    }
+
+    #[test]
+    fn secret_string_data_becomes_data() {
+        let mut s =
+            json!({"data": {"a": "eA==", "b": "eA=="}, "stringData": {"b": "hello", "c": "x y"}});
+        apply_defaults("Secret", &mut s);
+        assert_eq!(s["type"], "Opaque");
+        assert_eq!(s.get("stringData"), None);
+        assert_eq!(
+            s["data"],
+            json!({"a": "eA==", "b": "aGVsbG8=", "c": "eCB5"})
         );
     }
 

@@ -259,6 +259,15 @@ const BUILTIN: &[Def] = &[
     .short(&["pvc"])
     .subs(&["status"]),
     def("coordination.k8s.io", &["v1"], "Lease", "leases", true),
+    def(
+        "certificates.k8s.io",
+        &["v1"],
+        "CertificateSigningRequest",
+        "certificatesigningrequests",
+        false,
+    )
+    .short(&["csr"])
+    .subs(&["status", "approval"]),
     def(APPS, &["v1"], "Deployment", "deployments", true)
         .short(&["deploy"])
         .all()
@@ -362,6 +371,7 @@ fn subresource(group: &str, version: &str, parent_kind: &str, name: &str) -> Sub
             &["create", "delete", "get", "patch", "update"],
         ),
         "finalize" => ("", "v1", "Namespace", &["update"]),
+        "approval" => (group, version, parent_kind, &["get", "patch", "update"]),
         other => panic!("unknown subresource {other}"),
     };
     Subresource {

@@ -59,6 +59,9 @@ pub fn decode(
         ("", "v1", "PersistentVolumeClaim") => round_trip::<core::PersistentVolumeClaim>(input)?,
         ("", "v1", "Binding") => round_trip::<core::Binding>(input)?,
         ("coordination.k8s.io", "v1", "Lease") => round_trip::<coord::Lease>(input)?,
+        ("certificates.k8s.io", "v1", "CertificateSigningRequest") => {
+            round_trip::<api::certificates::v1::CertificateSigningRequest>(input)?
+        }
         ("apps", "v1", "Deployment") => round_trip::<apps::Deployment>(input)?,
         ("apps", "v1", "ReplicaSet") => round_trip::<apps::ReplicaSet>(input)?,
         ("apps", "v1", "StatefulSet") => round_trip::<apps::StatefulSet>(input)?,

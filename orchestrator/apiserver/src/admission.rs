@@ -30,6 +30,7 @@ const STATUS_RESET_ON_CREATE: &[&str] = &[
     "PersistentVolumeClaim",
     "Namespace",
     "Pod",
+    "CertificateSigningRequest",
 ];
 
 /// First address of the service range, reserved for the `kubernetes` service.
@@ -101,7 +102,10 @@ pub(crate) async fn prepare_create(
         _ => {}
     }
     apply_defaults(&info.kind, &mut obj);
-    let errors = validate_create(&info.kind, info.namespaced, &obj);
+    let mut errors = validate_create(&info.kind, info.namespaced, &obj);
+    if info.kind == "CertificateSigningRequest" {
+        errors.extend(crate::csr::check_request(&obj));
+    }
     check(info, &obj, errors)?;
     Ok(obj)
 }
@@ -128,6 +132,14 @@ pub(crate) async fn prepare_update(
             return Ok(updated);
         }
         _ => {}
+    }
+    if info.kind == "CertificateSigningRequest" {
+        new = crate::csr::prepare_update(subresource, old, new);
+        if subresource.is_some() {
+            let errors = validate_update(&info.kind, info.namespaced, &new, old);
+            check(info, &new, errors)?;
+            return Ok(new);
+        }
     }
     if subresource == Some("status") {
         let mut updated = old.clone();

@@ -1,6 +1,9 @@
 //! Authentication: client certificates (CN = user, O = groups, verified against the cluster CA
-//! during the TLS handshake) and static bearer tokens (upstream's `--token-auth-file` CSV:
-//! `token,user,uid,"group1,group2"`). Requests with neither get 401, except health and version.
+//! during the TLS handshake), static bearer tokens (upstream's `--token-auth-file` CSV:
+//! `token,user,uid,"group1,group2"`) and bootstrap tokens (`<id>.<secret>`, checked against the
+//! `bootstrap-token-<id>` Secret in kube-system, as kubeadm's `skiffd agent` joins use them).
+//! Requests with none get 401, except health, version and kubeadm's cluster-info, which are
+//! public; an invalid bearer token is 401 even there.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -109,10 +112,17 @@ fn split_csv(line: &str) -> Vec<String> {
     fields
 }
 
-/// Paths anyone may read (upstream's `system:public-info-viewer`).
+/// Paths anyone may read (upstream's `system:public-info-viewer`, and the ConfigMap joining
+/// nodes discover the cluster CA from; the authorizer limits anonymous users to reading it).
 fn is_public(path: &str) -> bool {
-    matches!(path, "/healthz" | "/livez" | "/readyz" | "/version")
-        || path.starts_with("/healthz/")
+    matches!(
+        path,
+        "/healthz"
+            | "/livez"
+            | "/readyz"
+            | "/version"
+            | "/api/v1/namespaces/kube-public/configmaps/cluster-info"
+    ) || path.starts_with("/healthz/")
         || path.starts_with("/livez/")
         || path.starts_with("/readyz/")
 }
@@ -127,13 +137,25 @@ pub(crate) async fn authenticate(
         .extensions()
         .get::<PeerIdentity>()
         .and_then(|p| p.0.clone());
-    let from_token = request
+    let bearer = request
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .and_then(|t| state.tokens().lookup(t.trim()).cloned());
-    match from_token.or(from_peer) {
+        .map(|t| t.trim().to_owned());
+    let from_token = match &bearer {
+        Some(t) => match state.tokens().lookup(t) {
+            Some(id) => Some(id.clone()),
+            None => crate::bootstrap_token::authenticate(&state, t).await,
+        },
+        None => None,
+    };
+    // Upstream tries the client certificate first, then the token; credentials that were
+    // presented but match nothing are 401 even where anonymous requests are let through.
+    if bearer.is_some() && from_token.is_none() && from_peer.is_none() {
+        return ApiError::unauthorized().into_response();
+    }
+    match from_peer.or(from_token) {
         Some(identity) => {
             request.extensions_mut().insert(identity);
             next.run(request).await

@@ -1,7 +1,11 @@
 //! Objects every cluster starts with: the system namespaces, their `default` ServiceAccounts,
-//! and the `kubernetes` Service and Endpoints that point at the API server.
+//! the `kubernetes` Service and Endpoints that point at the API server, and kubeadm's
+//! `kube-public/cluster-info` ConfigMap (a kubeconfig with the server and the CA, no
+//! credentials) from which joining nodes learn the CA they then pin by its hash.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+
+use base64::Engine;
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
@@ -43,7 +47,12 @@ pub(crate) async fn ensure_default_service_account(state: &AppState, namespace: 
 }
 
 /// Make sure the bootstrap objects exist; `address`/`port` is where clients reach this server.
-pub(crate) async fn bootstrap(state: &AppState, address: IpAddr, port: u16) -> ApiResult<()> {
+pub(crate) async fn bootstrap(
+    state: &AppState,
+    address: IpAddr,
+    port: u16,
+    ca_pem: &str,
+) -> ApiResult<()> {
     for ns in SYSTEM_NAMESPACES {
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
         create_if_missing(state, "namespaces", None, obj).await?;
@@ -84,5 +93,53 @@ pub(crate) async fn bootstrap(state: &AppState, address: IpAddr, port: u16) -> A
         }
         Err(_) => create_if_missing(state, "endpoints", Some("default"), endpoints).await?,
     }
-    Ok(())
+    publish_cluster_info(
+        state,
+        &format!("https://{}", SocketAddr::new(address, port)),
+        ca_pem,
+    )
+    .await
+}
+
+/// Write `kube-public/cluster-info` for this start (the address may have changed).
+async fn publish_cluster_info(state: &AppState, server: &str, ca_pem: &str) -> ApiResult<()> {
+    let kubeconfig = json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "", "cluster": {
+            "server": server,
+            "certificate-authority-data": base64::engine::general_purpose::STANDARD.encode(ca_pem),
+        }}],
+        "contexts": [], "current-context": "", "preferences": {}, "users": [],
+    });
+    let data = json!({"kubeconfig": serde_norway::to_string(&kubeconfig).unwrap_or_default()});
+    let info = state
+        .registry()
+        .get("", "v1", "configmaps")
+        .expect("registered")
+        .clone();
+    let objects = Objects::new(state, &info);
+    match objects.get(Some("kube-public"), "cluster-info").await {
+        Ok(current) if current.get("data") == Some(&data) => Ok(()),
+        Ok(_) => {
+            objects
+                .update(
+                    Some("kube-public"),
+                    "cluster-info",
+                    None,
+                    false,
+                    |current| {
+                        let mut new = current.clone();
+                        new["data"] = data.clone();
+                        Ok((new, None))
+                    },
+                )
+                .await?;
+            Ok(())
+        }
+        Err(_) => {
+            let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "cluster-info", "namespace": "kube-public"}, "data": data});
+            create_if_missing(state, "configmaps", Some("kube-public"), cm).await
+        }
+    }
 }

@@ -6,8 +6,11 @@
 
 mod admission;
 mod auth;
+mod authz;
 mod bootstrap;
+mod bootstrap_token;
 mod codec;
+mod csr;
 mod discovery;
 mod error;
 mod handlers;
@@ -63,6 +66,10 @@ pub struct ApiServerConfig {
     pub token_auth_file: Option<PathBuf>,
     /// Extra names and addresses for the serving certificate.
     pub extra_sans: Vec<String>,
+    /// The address other machines reach this server at (the `kubernetes` Endpoints, and the
+    /// server in `kube-public/cluster-info` that joining nodes discover); default: the bind
+    /// address, or loopback when bound to all interfaces.
+    pub advertise_address: Option<IpAddr>,
     /// Request-time settings.
     pub serving: ServingConfig,
 }
@@ -77,6 +84,7 @@ impl ApiServerConfig {
             insecure_port: None,
             token_auth_file: None,
             extra_sans: Vec::new(),
+            advertise_address: None,
             serving: ServingConfig::default(),
         }
     }
@@ -198,22 +206,22 @@ pub async fn start(
         .await
         .with_context(|| format!("binding {}:{}", config.bind_address, config.port))?;
     let port = listener.local_addr()?.port();
-    let mut sans = config.extra_sans.clone();
-    if !config.bind_address.is_unspecified() {
-        sans.push(config.bind_address.to_string());
-    }
-    let serving = pki.server_certificate(&sans)?;
-    let tls = server::tls_config(&pki.ca.cert_pem, &serving)?;
     let host = if config.bind_address.is_unspecified() {
         IpAddr::from([127, 0, 0, 1])
     } else {
         config.bind_address
     };
+    let advertise = config.advertise_address.unwrap_or(host);
+    let mut sans = config.extra_sans.clone();
+    sans.push(host.to_string());
+    sans.push(advertise.to_string());
+    let serving = pki.server_certificate(&sans)?;
+    let tls = server::tls_config(&pki.ca.cert_pem, &serving)?;
     let url = format!("https://{}", SocketAddr::new(host, port));
     let kubeconfig = config.data_dir.join("kubeconfig");
     pki.write_admin_kubeconfig(&kubeconfig, &url, "skiff")?;
 
-    bootstrap::bootstrap(&state, host, port)
+    bootstrap::bootstrap(&state, advertise, port, &pki.ca.cert_pem)
         .await
         .map_err(|e| anyhow::anyhow!("bootstrapping: {e}"))?;
 

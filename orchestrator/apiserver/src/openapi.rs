@@ -61,6 +61,9 @@ fn add_kind(
         ("", "v1", "PersistentVolumeClaim") => schema_name::<core::PersistentVolumeClaim>(g),
         ("", "v1", "Binding") => schema_name::<core::Binding>(g),
         ("coordination.k8s.io", "v1", "Lease") => schema_name::<coord::Lease>(g),
+        ("certificates.k8s.io", "v1", "CertificateSigningRequest") => {
+            schema_name::<api::certificates::v1::CertificateSigningRequest>(g)
+        }
         ("apps", "v1", "Deployment") => schema_name::<apps::Deployment>(g),
         ("apps", "v1", "ReplicaSet") => schema_name::<apps::ReplicaSet>(g),
         ("apps", "v1", "StatefulSet") => schema_name::<apps::StatefulSet>(g),

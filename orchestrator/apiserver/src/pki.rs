@@ -36,6 +36,15 @@ fn validity(params: &mut CertificateParams, years: i32) {
     params.not_after = rcgen::date_time_ymd(y + years, m, d.min(28));
 }
 
+/// Drop repeated DNS names (the same name may arrive as hostname and as an extra SAN).
+fn names_dedup(sans: &mut Vec<SanType>) {
+    let mut seen = std::collections::HashSet::new();
+    sans.retain(|s| match s {
+        SanType::DnsName(n) => seen.insert(n.as_str().to_owned()),
+        _ => true,
+    });
+}
+
 fn write_private(path: &Path, contents: &str) -> Result<()> {
     std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))?;
     #[cfg(unix)]
@@ -195,7 +204,9 @@ impl Pki {
                 Err(_) => sans.push(SanType::DnsName(n.try_into()?)),
             }
         }
+        ips.sort();
         ips.dedup();
+        names_dedup(&mut sans);
         sans.extend(ips.into_iter().map(SanType::IpAddress));
         params.subject_alt_names = sans;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];

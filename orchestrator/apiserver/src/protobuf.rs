@@ -1,6 +1,7 @@
 //! Decoding the protobuf bodies kubectl's `create <generator>` commands send (`kubectl create
 //! secret generic|tls|docker-registry`, `configmap`, `namespace`, `serviceaccount`, `deployment`,
-//! `job`, `cronjob`, `service`, `role`, `clusterrole`, `rolebinding`, `clusterrolebinding`).
+//! `job`, `cronjob`, `service`, `role`, `clusterrole`, `rolebinding`, `clusterrolebinding`), and
+//! the CertificateSigningRequest `kubectl certificate approve|deny` sends back.
 //!
 //! The body is `k8s\0` + `runtime.Unknown{typeMeta, raw}`, and `raw` is the object in
 //! protobuf. The schema below lists, per message, the field numbers of upstream's generated
@@ -25,6 +26,10 @@ enum Ty {
     MapQuantity,
     IntOrString,
     Time,
+    /// `[]byte`: base64 in JSON.
+    Bytes,
+    /// `FieldsV1`: a message whose field 1 holds raw JSON.
+    RawJson,
 }
 
 /// A field: number, JSON name, type, repeated, and whether the Go field is a pointer (so a zero
@@ -60,6 +65,52 @@ const OBJECT_META: &[F] = &[
     F(12, "annotations", MapStr, ONE, VAL),
     F(13, "ownerReferences", Msg(OWNER_REFERENCE), MANY, VAL),
     F(14, "finalizers", Str, MANY, VAL),
+    F(17, "managedFields", Msg(MANAGED_FIELDS_ENTRY), MANY, VAL),
+];
+const MANAGED_FIELDS_ENTRY: &[F] = &[
+    F(1, "manager", Str, ONE, VAL),
+    F(2, "operation", Str, ONE, VAL),
+    F(3, "apiVersion", Str, ONE, VAL),
+    F(4, "time", Time, ONE, VAL),
+    F(6, "fieldsType", Str, ONE, VAL),
+    F(7, "fieldsV1", RawJson, ONE, VAL),
+    F(8, "subresource", Str, ONE, VAL),
+];
+const CSR_CONDITION: &[F] = &[
+    F(1, "type", Str, ONE, VAL),
+    F(6, "status", Str, ONE, VAL),
+    F(2, "reason", Str, ONE, VAL),
+    F(3, "message", Str, ONE, VAL),
+    F(4, "lastUpdateTime", Time, ONE, VAL),
+    F(5, "lastTransitionTime", Time, ONE, VAL),
+];
+const CSR: &[F] = &[
+    META,
+    F(
+        2,
+        "spec",
+        Msg(&[
+            F(1, "request", Bytes, ONE, VAL),
+            F(7, "signerName", Str, ONE, VAL),
+            F(8, "expirationSeconds", Int, ONE, PTR),
+            F(5, "usages", Str, MANY, VAL),
+            F(2, "username", Str, ONE, VAL),
+            F(3, "uid", Str, ONE, VAL),
+            F(4, "groups", Str, MANY, VAL),
+        ]),
+        ONE,
+        VAL,
+    ),
+    F(
+        3,
+        "status",
+        Msg(&[
+            F(1, "conditions", Msg(CSR_CONDITION), MANY, VAL),
+            F(2, "certificate", Bytes, ONE, VAL),
+        ]),
+        ONE,
+        VAL,
+    ),
 ];
 const LABEL_SELECTOR_REQUIREMENT: &[F] = &[
     F(1, "key", Str, ONE, VAL),
@@ -347,6 +398,8 @@ fn schema_of(kind: &str) -> Option<&'static [F]> {
         "SelfSubjectAccessReview" => ACCESS_REVIEW,
         "SelfSubjectRulesReview" => RULES_REVIEW,
         "SelfSubjectReview" => SELF_REVIEW,
+        // `kubectl certificate approve|deny` PUTs the whole object to /approval.
+        "CertificateSigningRequest" => CSR,
         _ => return None,
     })
 }
@@ -454,6 +507,17 @@ fn value_of(ty: Ty, wire: Wire<'_>, path: &str) -> Result<Value, ProtobufError> 
         (Int, Wire::Varint(v)) => json!(v as i64),
         (Bool, Wire::Varint(v)) => json!(v != 0),
         (Msg(schema), Wire::Bytes(b)) => decode_message(b, schema, path)?,
+        (Bytes, Wire::Bytes(b)) => json!(base64::engine::general_purpose::STANDARD.encode(b)),
+        (RawJson, Wire::Bytes(b)) => {
+            let mut raw: &[u8] = &[];
+            for (n, w) in fields(b)? {
+                match (n, w) {
+                    (1, Wire::Bytes(r)) => raw = r,
+                    _ => return Err(wrong()),
+                }
+            }
+            serde_json::from_slice(raw).map_err(|_| ProtobufError::Malformed)?
+        }
         (IntOrString, Wire::Bytes(b)) => {
             let (mut kind, mut int, mut string) = (0, 0i64, String::new());
             for (n, w) in fields(b)? {
@@ -602,8 +666,18 @@ pub(crate) fn decode_object(body: &[u8]) -> Result<Value, ProtobufError> {
 mod tests {
     use super::*;
 
+    fn varint(mut v: u64, out: &mut Vec<u8>) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
     fn field(n: u64, bytes: &[u8]) -> Vec<u8> {
-        let mut out = vec![((n << 3) | 2) as u8, bytes.len() as u8];
+        let mut out = Vec::new();
+        varint((n << 3) | 2, &mut out);
+        varint(bytes.len() as u64, &mut out);
         out.extend_from_slice(bytes);
         out
     }
@@ -668,6 +742,53 @@ mod tests {
             80
         );
         assert_eq!(obj["spec"]["template"]["metadata"]["labels"]["app"], "web");
+    }
+
+    #[test]
+    fn decodes_a_certificate_signing_request_with_managed_fields() {
+        let entry = [
+            field(1, b"kubectl"),
+            field(2, b"Apply"),
+            field(7, &field(1, br#"{"f:spec":{}}"#)),
+        ]
+        .concat();
+        let meta = [field(1, b"jane"), field(17, &entry)].concat();
+        let condition = [
+            field(1, b"Approved"),
+            field(6, b"True"),
+            field(2, b"KubectlApprove"),
+        ]
+        .concat();
+        let raw = [
+            field(1, &meta),
+            field(
+                2,
+                &[
+                    field(1, b"PEM"),
+                    field(7, b"kubernetes.io/kube-apiserver-client"),
+                    varint_field(8, 0),
+                ]
+                .concat(),
+            ),
+            field(3, &field(1, &condition)),
+        ]
+        .concat();
+        let obj = decode_object(&envelope_of(
+            "certificates.k8s.io/v1",
+            "CertificateSigningRequest",
+            &raw,
+        ))
+        .unwrap();
+        assert_eq!(obj["spec"]["request"], "UEVN");
+        assert_eq!(
+            obj["spec"]["expirationSeconds"], 0,
+            "pointer fields keep zero values"
+        );
+        assert_eq!(obj["status"]["conditions"][0]["status"], "True");
+        assert_eq!(
+            obj["metadata"]["managedFields"][0]["fieldsV1"],
+            json!({"f:spec": {}})
+        );
     }
 
     #[test]

@@ -85,30 +85,55 @@ pub(crate) fn hostname() -> String {
 }
 
 impl AgentArgs {
-    /// The agent configuration for a node whose state lives under `data_dir`, with a serving
-    /// certificate issued by `pki`.
-    pub(crate) fn config(
-        &self,
-        data_dir: &Path,
-        pki: &Pki,
-        api_endpoint: Option<(String, u16)>,
-    ) -> anyhow::Result<AgentConfig> {
-        let node_name = self.node_name.clone().unwrap_or_else(hostname);
-        let node_ip = self
-            .node_ip
+    /// This node's name: the flag, else the hostname.
+    pub(crate) fn node_name(&self) -> String {
+        self.node_name.clone().unwrap_or_else(hostname)
+    }
+
+    /// This node's InternalIP: the flag, else the first non-loopback IPv4 address.
+    pub(crate) fn node_ip(&self) -> String {
+        self.node_ip
             .clone()
-            .unwrap_or_else(skiff_agent::detect_node_ip);
+            .unwrap_or_else(skiff_agent::detect_node_ip)
+    }
+
+    /// The names the agent's serving certificate must hold.
+    pub(crate) fn serving_names(&self) -> Vec<String> {
+        let mut names = vec![
+            self.node_name(),
+            self.node_ip(),
+            hostname(),
+            "127.0.0.1".into(),
+        ];
+        names.dedup();
+        names
+    }
+
+    /// Serving TLS for the agent issued directly by a CA this process holds (`skiffd up`).
+    pub(crate) fn tls_from_pki(&self, pki: &Pki) -> anyhow::Result<AgentTls> {
         let serving = pki
             .serving_certificate(
-                &format!("system:node:{node_name}"),
-                &[node_name.clone(), node_ip.clone(), hostname()],
+                &format!("system:node:{}", self.node_name()),
+                &self.serving_names(),
             )
             .context("issuing the agent's serving certificate")?;
-        let tls = AgentTls {
+        Ok(AgentTls {
             cert_pem: serving.cert_pem,
             key_pem: serving.key_pem,
             client_ca_pem: Some(pki.ca.cert_pem.clone()),
-        };
+        })
+    }
+
+    /// The agent configuration for a node whose state lives under `data_dir`, serving with
+    /// `tls`.
+    pub(crate) fn config(
+        &self,
+        data_dir: &Path,
+        tls: AgentTls,
+        api_endpoint: Option<(String, u16)>,
+    ) -> anyhow::Result<AgentConfig> {
+        let node_name = self.node_name();
+        let node_ip = self.node_ip();
         let root = data_dir.join("agent");
         let mut config = AgentConfig::new(node_name, root, tls);
         let (pods, containers) = if is_root() {

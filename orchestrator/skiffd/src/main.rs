@@ -2,6 +2,8 @@
 //! subcommands run single components for multi-machine setups.
 
 mod agent_flags;
+mod join;
+mod token;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -26,8 +28,11 @@ enum Command {
     Up(up::UpArgs),
     /// Start only the control plane (API server and store).
     Server(up::UpArgs),
-    /// Start a node agent that joins a cluster.
-    Agent(up::JoinArgs),
+    /// Start a node agent that joins a cluster (with a kubeconfig, or a server URL and a
+    /// bootstrap token).
+    Agent(join::JoinArgs),
+    /// Manage bootstrap tokens that let new nodes join.
+    Token(token::TokenArgs),
     /// Supervise one process-runtime container (started by the agent, not by hand).
     #[command(hide = true)]
     ContainerShim {
@@ -63,7 +68,8 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => runtime.block_on(up::run(args, true)),
         Command::Server(args) => runtime.block_on(up::run(args, false)),
-        Command::Agent(args) => runtime.block_on(up::join(args)),
+        Command::Agent(args) => runtime.block_on(join::run(args)),
+        Command::Token(args) => runtime.block_on(token::run(args)),
         Command::ContainerShim { .. } => unreachable!("handled before the runtime starts"),
     }
 }

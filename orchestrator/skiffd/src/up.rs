@@ -31,6 +31,11 @@ pub(crate) struct UpArgs {
     /// Static bearer tokens: CSV lines `token,user,uid,"group1,group2"`.
     #[arg(long)]
     token_auth_file: Option<PathBuf>,
+    /// The address other machines reach the API server at (published in
+    /// `kube-public/cluster-info` for joining nodes; default: the bind address, or this host's
+    /// first non-loopback address when bound to all interfaces).
+    #[arg(long)]
+    advertise_address: Option<IpAddr>,
     /// Extra names or addresses for the API server certificate (repeatable).
     #[arg(long = "tls-san")]
     tls_sans: Vec<String>,
@@ -50,23 +55,7 @@ pub(crate) struct UpArgs {
     agent: crate::agent_flags::AgentArgs,
 }
 
-/// Flags of `skiffd agent`.
-#[derive(Args, Debug, Clone)]
-pub(crate) struct JoinArgs {
-    /// Where this node keeps its state.
-    #[arg(long, env = "SKIFF_DATA_DIR", default_value_os_t = default_data_dir())]
-    data_dir: PathBuf,
-    /// A kubeconfig with credentials for this node (or the admin kubeconfig of the cluster).
-    #[arg(long)]
-    kubeconfig: PathBuf,
-    /// The cluster's PKI directory (its CA issues this agent's serving certificate).
-    #[arg(long)]
-    pki_dir: PathBuf,
-    #[command(flatten)]
-    agent: crate::agent_flags::AgentArgs,
-}
-
-async fn kube_client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
+pub(crate) async fn kube_client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
     let config = kube::config::Kubeconfig::read_from(kubeconfig)?;
     let config =
         kube::Config::from_custom_kubeconfig(config, &kube::config::KubeConfigOptions::default())
@@ -74,35 +63,7 @@ async fn kube_client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Clien
     Ok(kube::Client::try_from(config)?)
 }
 
-/// `skiffd agent`: join the cluster a kubeconfig points at.
-pub(crate) async fn join(args: JoinArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.data_dir)?;
-    let pki = Pki::load_or_create(&args.pki_dir)?;
-    let client = kube_client(&args.kubeconfig).await?;
-    let server = kube::config::Kubeconfig::read_from(&args.kubeconfig)?
-        .clusters
-        .first()
-        .and_then(|c| c.cluster.as_ref()?.server.clone())
-        .unwrap_or_default();
-    let endpoint = server
-        .trim_start_matches("https://")
-        .rsplit_once(':')
-        .and_then(|(h, p)| Some((h.to_owned(), p.trim_end_matches('/').parse().ok()?)));
-    let config = args.agent.config(&args.data_dir, &pki, endpoint)?;
-    let shutdown = CancellationToken::new();
-    let metrics = AgentMetrics::default();
-    let agent = skiff_agent::start(config, client, metrics, shutdown.clone()).await?;
-    println!(
-        "Skiff agent is up ({} runtime), serving at {}",
-        agent.runtime, agent.url
-    );
-    shutdown_signal().await;
-    shutdown.cancel();
-    agent.wait().await;
-    Ok(())
-}
-
-fn default_data_dir() -> PathBuf {
+pub(crate) fn default_data_dir() -> PathBuf {
     if nix_is_root() {
         return PathBuf::from("/var/lib/skiff");
     }
@@ -118,7 +79,7 @@ fn nix_is_root() -> bool {
     std::env::var("USER").map(|u| u == "root").unwrap_or(false)
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("installing the SIGTERM handler");
@@ -143,6 +104,8 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
     let store = SqliteStore::open(store_config, store_metrics).context("opening the store")?;
     let agent_metrics = AgentMetrics::default();
     agent_metrics.register(&mut registry);
+    let controller_metrics = skiff_controllers::ControllerMetrics::default();
+    controller_metrics.register(&mut registry);
 
     let shutdown = CancellationToken::new();
     let mut config = ApiServerConfig::new(&data_dir);
@@ -151,6 +114,12 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
     config.insecure_port = args.insecure_port;
     config.token_auth_file = args.token_auth_file.clone();
     config.extra_sans = args.tls_sans.clone();
+    config.advertise_address = args.advertise_address.or_else(|| {
+        args.bind_address
+            .is_unspecified()
+            .then(|| skiff_agent::detect_node_ip().parse().ok())
+            .flatten()
+    });
     config.serving = ServingConfig::default();
     let apiserver = skiff_apiserver::start(
         config,
@@ -160,14 +129,23 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
     )
     .await?;
 
+    let pki = Pki::load_or_create(&data_dir.join("pki"))?;
+    let admin = kube_client(&apiserver.kubeconfig).await?;
+    let controllers = skiff_controllers::start(
+        admin,
+        skiff_controllers::ControllersConfig {
+            ca: Some(skiff_controllers::CertificateAuthority {
+                cert_pem: pki.ca.cert_pem.clone(),
+                key_pem: pki.ca.key_pem.clone(),
+            }),
+        },
+        controller_metrics,
+        shutdown.clone(),
+    );
+
     let mut agent = None;
     if with_agent && !args.no_agent {
-        let pki = Pki::load_or_create(&data_dir.join("pki"))?;
-        let node_name = args
-            .agent
-            .node_name
-            .clone()
-            .unwrap_or_else(crate::agent_flags::hostname);
+        let node_name = args.agent.node_name();
         let kubeconfig = data_dir.join("agent").join("kubeconfig");
         pki.write_client_kubeconfig(
             &kubeconfig,
@@ -192,7 +170,8 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
         };
         let mut agent_args = args.agent.clone();
         agent_args.node_name = Some(node_name);
-        let config = agent_args.config(&data_dir, &pki, Some((host, port)))?;
+        let tls = agent_args.tls_from_pki(&pki)?;
+        let config = agent_args.config(&data_dir, tls, Some((host, port)))?;
         agent = Some(
             skiff_agent::start(config, client, agent_metrics, shutdown.clone())
                 .await
@@ -213,6 +192,7 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
     println!("Skiff is up. API server: {}", apiserver.url);
     println!("  export KUBECONFIG={}", apiserver.kubeconfig.display());
     println!("  endpoints: {}", endpoints_path.display());
+    println!("  add a node: skiffd token create --print-join-command, then run that command there");
 
     shutdown_signal().await;
     tracing::info!("shutting down");
@@ -220,6 +200,7 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
     if let Some(agent) = agent {
         agent.wait().await;
     }
+    controllers.wait().await;
     apiserver.wait().await;
     drop(store);
     tracing::info!("stopped");

@@ -76,6 +76,18 @@ pub(super) fn cells(
             json!(str_at(o, "/spec/volumeMode")),
         ],
         "Lease" => vec![name, json!(str_at(o, "/spec/holderIdentity")), created],
+        "CertificateSigningRequest" => vec![
+            name,
+            created,
+            json!(str_at(o, "/spec/signerName")),
+            json!(str_at(o, "/spec/username")),
+            json!(
+                o.pointer("/spec/expirationSeconds")
+                    .and_then(Value::as_i64)
+                    .map_or_else(|| "<none>".to_owned(), crate::time::human_duration)
+            ),
+            json!(csr_condition(o)),
+        ],
         "RoleBinding" | "ClusterRoleBinding" => {
             let subjects: Vec<&Value> = o
                 .get("subjects")
@@ -109,6 +121,29 @@ pub(super) fn cells(
         }
         _ => return None,
     })
+}
+
+/// `Pending`/`Approved`/`Denied`, then `,Failed` and `,Issued` as they apply (upstream's order).
+fn csr_condition(o: &Value) -> String {
+    let has = |ty: &str| {
+        o.pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|l| l.iter().any(|c| str_at(c, "/type") == ty))
+    };
+    let mut status = if has("Denied") {
+        "Denied".to_owned()
+    } else if has("Approved") {
+        "Approved".to_owned()
+    } else {
+        "Pending".to_owned()
+    };
+    if has("Failed") {
+        status.push_str(",Failed");
+    }
+    if !str_at(o, "/status/certificate").is_empty() {
+        status.push_str(",Issued");
+    }
+    status
 }
 
 fn count(o: &Value, pointer: &str) -> usize {

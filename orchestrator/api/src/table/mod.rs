@@ -209,6 +209,14 @@ pub fn columns(kind: &str) -> Vec<Column> {
             w("VolumeMode"),
         ],
         "Lease" => vec![NAME, s("Holder"), AGE],
+        "CertificateSigningRequest" => vec![
+            NAME,
+            AGE,
+            s("SignerName"),
+            s("Requestor"),
+            s("RequestedDuration"),
+            s("Condition"),
+        ],
         "Role" | "ClusterRole" => vec![NAME, s("Created At")],
         "RoleBinding" | "ClusterRoleBinding" => vec![
             NAME,
@@ -360,6 +368,7 @@ mod tests {
             "PersistentVolume",
             "PersistentVolumeClaim",
             "Lease",
+            "CertificateSigningRequest",
             "Role",
             "ClusterRole",
             "RoleBinding",

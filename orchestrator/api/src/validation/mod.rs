@@ -1,6 +1,7 @@
 //! Validation of objects on create and update, producing field errors worded as upstream's
 //! `field.Error` so `kubectl` prints the messages users know.
 
+pub mod certificates;
 mod core;
 mod meta;
 pub mod names;
@@ -215,6 +216,7 @@ fn validate_kind(kind: &str, object: &Value) -> Vec<FieldError> {
         "Service" => core::validate_service(object),
         "ConfigMap" | "Secret" => core::validate_data_keys(kind, object),
         "Event" => core::validate_event(object),
+        "CertificateSigningRequest" => certificates::validate_csr(object),
         _ => Vec::new(),
     }
 }

@@ -76,6 +76,11 @@ async fn dispatch(
     };
     let query = Query::parse(uri.query());
     let verb = verb_of(&method, &target, &query, &headers);
+    if let Err(e) =
+        crate::authz::authorize(identity.as_ref(), crate::authz::verb_name(&verb), &target)
+    {
+        return finish(&state, &target, &verb, &query, started, e.into_response());
+    }
     let body = match read_body(body, state.serving().max_body_bytes).await {
         Ok(b) => b,
         Err(e) => return finish(&state, &target, &verb, &query, started, e.into_response()),
@@ -109,9 +114,9 @@ async fn route(call: &Call, method: &Method, verb: &str) -> ApiResult<Response> 
         ("GET", true, _) => read::list(call).await,
         ("POST", true, _) => write::create(call).await,
         ("DELETE", true, _) => write::delete_collection(call).await,
-        ("GET", false, None | Some("status")) => read::get(call).await,
-        ("PUT", false, None | Some("status")) => write::update(call).await,
-        ("PATCH", false, None | Some("status")) => patch::patch(call).await,
+        ("GET", false, None | Some("status" | "approval")) => read::get(call).await,
+        ("PUT", false, None | Some("status" | "approval")) => write::update(call).await,
+        ("PATCH", false, None | Some("status" | "approval")) => patch::patch(call).await,
         ("DELETE", false, None) => write::delete(call).await,
         (_, false, Some("scale")) => subresources::scale(call, method).await,
         ("POST", false, Some("eviction")) => subresources::eviction(call).await,

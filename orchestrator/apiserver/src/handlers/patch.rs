@@ -154,6 +154,9 @@ async fn server_side_apply(call: &Call) -> ApiResult<Response> {
             let mut obj = config.clone();
             obj["metadata"]["name"] = json!(name);
             record_manager(&mut obj, &manager, &config, &info.api_version());
+            if info.kind == "CertificateSigningRequest" {
+                crate::csr::set_requester(&mut obj, call.identity.as_ref());
+            }
             let created = objects
                 .create(t.namespace.as_deref(), to_storage(info, obj, None), dry_run)
                 .await?;

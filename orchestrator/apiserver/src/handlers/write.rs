@@ -35,7 +35,10 @@ fn check_namespace_matches(call: &Call, obj: &Value) -> ApiResult<()> {
 
 pub(super) async fn create(call: &Call) -> ApiResult<Response> {
     let t = &call.target;
-    let (obj, warnings) = body_object(call)?;
+    let (mut obj, warnings) = body_object(call)?;
+    if t.info.kind == "CertificateSigningRequest" {
+        crate::csr::set_requester(&mut obj, call.identity.as_ref());
+    }
     if client_resource_version(&obj)?.is_some() {
         return Err(ApiError::bad_request(
             "resourceVersion should not be set on objects to be created",

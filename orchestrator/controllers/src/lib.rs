@@ -1,0 +1,58 @@
+//! Skiff's controllers: kube-controller-manager's role. Each controller is one module holding one
+//! kube-runtime reconcile loop that talks to the API server like any other client, so anything
+//! that works here works for a kube-rs operator on Skiff.
+
+pub mod certificates;
+mod metrics;
+mod runner;
+
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use certificates::CertificateAuthority;
+pub use metrics::ControllerMetrics;
+
+/// What the controllers need beyond an API client.
+#[derive(Clone, Default)]
+pub struct ControllersConfig {
+    /// The cluster CA; without it the CSR signer does not run (approval still does).
+    pub ca: Option<CertificateAuthority>,
+}
+
+/// The running controllers.
+pub struct Controllers {
+    tasks: JoinSet<()>,
+}
+
+/// Start every controller. They stop when `shutdown` is cancelled.
+pub fn start(
+    client: kube::Client,
+    config: ControllersConfig,
+    metrics: ControllerMetrics,
+    shutdown: CancellationToken,
+) -> Controllers {
+    let mut tasks = JoinSet::new();
+    tasks.spawn(certificates::approver::run(
+        client.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    if let Some(ca) = config.ca {
+        tasks.spawn(certificates::signer::run(
+            client,
+            Arc::new(ca),
+            metrics,
+            shutdown,
+        ));
+    }
+    Controllers { tasks }
+}
+
+impl Controllers {
+    /// Wait for every controller to stop (after shutdown).
+    pub async fn wait(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
