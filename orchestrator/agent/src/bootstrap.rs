@@ -382,7 +382,10 @@ mod tests {
         let key = KeyPair::generate().unwrap();
         let cert = CertificateParams::default().self_signed(&key).unwrap();
         let hash = ca_cert_hash(&cert.pem()).unwrap();
-        let expected = ring::digest::digest(&ring::digest::SHA256, &rcgen::PublicKeyData::subject_public_key_info(&key));
+        let expected = ring::digest::digest(
+            &ring::digest::SHA256,
+            &rcgen::PublicKeyData::subject_public_key_info(&key),
+        );
         assert_eq!(hash.len(), "sha256:".len() + 64);
         assert!(
             hash.ends_with(
