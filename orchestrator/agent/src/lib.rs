@@ -8,7 +8,7 @@ mod backoff;
 pub mod bootstrap;
 mod cgroups;
 mod env;
-mod events;
+use skiff_events as events;
 pub mod logs;
 mod metrics;
 mod node;

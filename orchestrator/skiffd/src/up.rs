@@ -106,6 +106,8 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
     agent_metrics.register(&mut registry);
     let controller_metrics = skiff_controllers::ControllerMetrics::default();
     controller_metrics.register(&mut registry);
+    let scheduler_metrics = skiff_scheduler::SchedulerMetrics::default();
+    scheduler_metrics.register(&mut registry);
 
     let shutdown = CancellationToken::new();
     let mut config = ApiServerConfig::new(&data_dir);
@@ -131,6 +133,12 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
 
     let pki = Pki::load_or_create(&data_dir.join("pki"))?;
     let admin = kube_client(&apiserver.kubeconfig).await?;
+    let scheduler = skiff_scheduler::start(
+        admin.clone(),
+        skiff_scheduler::SchedulerConfig::default(),
+        scheduler_metrics,
+        shutdown.clone(),
+    );
     let controllers = skiff_controllers::start(
         admin,
         skiff_controllers::ControllersConfig {
@@ -201,6 +209,7 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
         agent.wait().await;
     }
     controllers.wait().await;
+    let _ = scheduler.await;
     apiserver.wait().await;
     drop(store);
     tracing::info!("stopped");

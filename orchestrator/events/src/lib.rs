@@ -1,5 +1,6 @@
-//! Events about pods (Pulled, Created, Started, Killing, BackOff, Unhealthy, Failed…), written
-//! as core/v1 Events by one background task. A repeat of the same reason and message for the same
+//! Kubernetes Events for every Skiff component (the agent's Pulled/Started/BackOff…, the
+//! scheduler's Scheduled/FailedScheduling, the controllers' SuccessfulCreate…), written as core/v1
+//! Events by one background task per component, so recording never blocks the caller. A repeat of the same reason and message for the same
 //! object within ten minutes bumps `count` and `lastTimestamp` instead of creating a new Event,
 //! as upstream's event correlator does.
 
@@ -15,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 /// One event to record.
 #[derive(Debug, Clone)]
-pub(crate) struct EventRecord {
+pub struct EventRecord {
     /// The object (a pod).
     pub object: ObjectReference,
     /// `Normal` or `Warning`.
@@ -33,13 +34,29 @@ type Recorded = (String, String, i32, Instant);
 
 /// A cheap handle to send events.
 #[derive(Clone)]
-pub(crate) struct EventRecorder {
+pub struct EventRecorder {
     tx: mpsc::UnboundedSender<EventRecord>,
 }
 
 impl EventRecorder {
+    /// Record an event about any object.
+    pub fn object(
+        &self,
+        object: ObjectReference,
+        type_: &'static str,
+        reason: &str,
+        message: impl Into<String>,
+    ) {
+        let _ = self.tx.send(EventRecord {
+            object,
+            type_,
+            reason: reason.to_owned(),
+            message: message.into(),
+        });
+    }
+
     /// Record an event about a pod, optionally about one of its containers.
-    pub(crate) fn pod(
+    pub fn pod(
         &self,
         pod: &Pod,
         container: Option<&str>,
@@ -66,7 +83,7 @@ impl EventRecorder {
 }
 
 /// Start the writer task for `component` on `host`.
-pub(crate) fn start(
+pub fn start(
     client: kube::Client,
     component: &'static str,
     host: String,

@@ -1,0 +1,532 @@
+//! Skiff's scheduler (kube-scheduler's role): watches pods without a node, picks a node with
+//! upstream's filters and scores, and binds through `pods/binding`.
+//!
+//! Nodes and pods live in reflector caches fed by watches; a scheduling pass takes one snapshot
+//! of them and places every pending pod against it, updating it as it goes, so no pod costs a
+//! relist. A pod is "assumed" on its node from the moment the scheduler decides until the watch
+//! shows the binding, and bindings run concurrently with the next decisions. Pods that fit
+//! nowhere get `PodScheduled=False/Unschedulable` and a `FailedScheduling` event, and are retried
+//! when nodes or pods change (after a backoff of 1 s doubling to 10 s) or every minute.
+
+mod filters;
+mod matching;
+mod metrics;
+mod resources;
+mod scores;
+mod snapshot;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+pub use metrics::SchedulerMetrics;
+
+use crate::metrics::{AttemptLabels, QueueLabels, SliLabels};
+use crate::snapshot::Snapshot;
+
+/// How the scheduler runs.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// The `spec.schedulerName` this scheduler serves.
+    pub name: String,
+    /// Retry unschedulable pods at least this often even when nothing changed.
+    pub retry_interval: Duration,
+    /// Bindings in flight at once.
+    pub max_concurrent_bindings: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            name: "default-scheduler".into(),
+            retry_interval: Duration::from_secs(60),
+            max_concurrent_bindings: 64,
+        }
+    }
+}
+
+/// First retry delay of an unschedulable pod (kube-scheduler's podInitialBackoffSeconds).
+const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
+/// Longest retry delay (podMaxBackoffSeconds).
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// A pod that could not be placed yet.
+#[derive(Debug, Clone)]
+struct Attempts {
+    count: u32,
+    first: Instant,
+    last: Instant,
+    /// The cluster version when it last failed: retried once the cluster changed.
+    version: u64,
+    message: String,
+}
+
+struct Scheduler {
+    config: SchedulerConfig,
+    client: kube::Client,
+    metrics: SchedulerMetrics,
+    events: skiff_events::EventRecorder,
+    nodes: Store<Node>,
+    pods: Store<Pod>,
+    version: Arc<AtomicU64>,
+    wake: Arc<Notify>,
+    /// Pod uid → (node, pod) while its binding is in flight or not yet seen by the watch.
+    assumed: Mutex<HashMap<String, (String, Arc<Pod>)>>,
+    attempts: Mutex<HashMap<String, Attempts>>,
+    bindings: Arc<Semaphore>,
+    /// Rotates the tie-break among equally scored nodes (upstream picks one at random).
+    rotation: AtomicU64,
+}
+
+/// Start the scheduler; it stops when `shutdown` is cancelled.
+pub fn start(
+    client: kube::Client,
+    config: SchedulerConfig,
+    metrics: SchedulerMetrics,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    let (nodes, node_writer) = reflector::store();
+    let (pods, pod_writer) = reflector::store();
+    let version = Arc::new(AtomicU64::new(0));
+    let wake = Arc::new(Notify::new());
+    let events = skiff_events::start(
+        client.clone(),
+        "default-scheduler",
+        config.name.clone(),
+        shutdown.clone(),
+    );
+    let scheduler = Arc::new(Scheduler {
+        bindings: Arc::new(Semaphore::new(config.max_concurrent_bindings.max(1))),
+        config,
+        client: client.clone(),
+        metrics: metrics.clone(),
+        events,
+        nodes,
+        pods,
+        version: version.clone(),
+        wake: wake.clone(),
+        assumed: Mutex::new(HashMap::new()),
+        attempts: Mutex::new(HashMap::new()),
+        rotation: AtomicU64::new(0),
+    });
+    let feed = |stream: futures::stream::BoxStream<'static, Result<(), watcher::Error>>| {
+        let (version, wake, metrics, shutdown) = (
+            version.clone(),
+            wake.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            let mut stream = Box::pin(stream.take_until(shutdown.cancelled_owned()));
+            while let Some(item) = stream.next().await {
+                if let Err(e) = item {
+                    metrics.watch_errors.inc();
+                    tracing::warn!(error = %e, "scheduler watch failed; retrying with backoff");
+                }
+                version.fetch_add(1, Ordering::Relaxed);
+                wake.notify_one();
+            }
+        })
+    };
+    feed(
+        reflector::reflector(
+            node_writer,
+            watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
+        )
+        .default_backoff()
+        .map(|r| r.map(|_| ()))
+        .boxed(),
+    );
+    feed(
+        reflector::reflector(
+            pod_writer,
+            watcher(Api::<Pod>::all(client), watcher::Config::default()),
+        )
+        .default_backoff()
+        .map(|r| r.map(|_| ()))
+        .boxed(),
+    );
+    tokio::spawn(
+        async move { scheduler.run(shutdown).await }.instrument(tracing::info_span!("scheduler")),
+    )
+}
+
+fn needs_scheduling(pod: &Pod, name: &str) -> bool {
+    let Some(spec) = pod.spec.as_ref() else {
+        return false;
+    };
+    spec.node_name.as_deref().is_none_or(str::is_empty)
+        && spec
+            .scheduler_name
+            .as_deref()
+            .unwrap_or("default-scheduler")
+            == name
+        && pod.metadata.deletion_timestamp.is_none()
+        && spec.scheduling_gates.as_ref().is_none_or(Vec::is_empty)
+        && !matches!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        )
+}
+
+fn backoff(count: u32) -> Duration {
+    BACKOFF_INITIAL
+        .saturating_mul(1 << count.saturating_sub(1).min(8))
+        .min(BACKOFF_MAX)
+}
+
+fn pod_ref(pod: &Pod) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: pod.metadata.name.clone(),
+        namespace: pod.metadata.namespace.clone(),
+        uid: pod.metadata.uid.clone(),
+        resource_version: pod.metadata.resource_version.clone(),
+        field_path: None,
+    }
+}
+
+impl Scheduler {
+    async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = async { let _ = tokio::join!(self.nodes.wait_until_ready(), self.pods.wait_until_ready()); } => {}
+        }
+        tracing::info!(name = %self.config.name, "scheduler started");
+        loop {
+            self.clone().pass();
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+        tracing::info!("scheduler stopped");
+    }
+
+    /// One pass: place every pod that is due against one snapshot.
+    fn pass(self: Arc<Self>) {
+        let version = self.version.load(Ordering::Relaxed);
+        let pods = self.pods.state();
+        let by_uid: HashMap<&str, &Arc<Pod>> = pods
+            .iter()
+            .filter_map(|p| Some((p.metadata.uid.as_deref()?, p)))
+            .collect();
+        let now = Instant::now();
+        {
+            // Forget assumptions the watch has caught up with, and pods that are gone.
+            let mut assumed = self.assumed.lock().expect("assumed lock");
+            assumed.retain(|uid, _| {
+                by_uid.get(uid.as_str()).is_some_and(|p| {
+                    p.spec
+                        .as_ref()
+                        .and_then(|s| s.node_name.as_deref())
+                        .is_none_or(str::is_empty)
+                })
+            });
+            let mut attempts = self.attempts.lock().expect("attempts lock");
+            attempts.retain(|uid, _| {
+                by_uid
+                    .get(uid.as_str())
+                    .is_some_and(|p| needs_scheduling(p, &self.config.name))
+            });
+        }
+        let mut due: Vec<Arc<Pod>> = Vec::new();
+        let mut waiting = 0;
+        {
+            let assumed = self.assumed.lock().expect("assumed lock");
+            let attempts = self.attempts.lock().expect("attempts lock");
+            for pod in &pods {
+                if !needs_scheduling(pod, &self.config.name) {
+                    continue;
+                }
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                if assumed.contains_key(&uid) {
+                    continue;
+                }
+                if let Some(a) = attempts.get(&uid) {
+                    let backed_off = now >= a.last + backoff(a.count);
+                    let changed = a.version != version;
+                    if !(backed_off && (changed || now >= a.last + self.config.retry_interval)) {
+                        waiting += 1;
+                        continue;
+                    }
+                }
+                due.push(pod.clone());
+            }
+        }
+        self.metrics
+            .pending
+            .get_or_create(&QueueLabels { queue: "active" })
+            .set(due.len() as i64);
+        self.metrics
+            .pending
+            .get_or_create(&QueueLabels {
+                queue: "unschedulable",
+            })
+            .set(waiting);
+        if due.is_empty() {
+            return;
+        }
+        // Higher priority first, then oldest first.
+        due.sort_by(|a, b| {
+            let prio = |p: &Pod| p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
+            prio(b)
+                .cmp(&prio(a))
+                .then_with(|| {
+                    a.metadata
+                        .creation_timestamp
+                        .cmp(&b.metadata.creation_timestamp)
+                })
+                .then_with(|| a.metadata.name.cmp(&b.metadata.name))
+        });
+        let mut snapshot = {
+            let assumed = self.assumed.lock().expect("assumed lock");
+            Snapshot::build(&self.nodes.state(), &pods, &assumed)
+        };
+        for pod in due {
+            let span = tracing::debug_span!("schedule_pod", pod = %format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()));
+            let _guard = span.enter();
+            self.clone().schedule_one(pod, &mut snapshot, version);
+        }
+    }
+
+    fn schedule_one(self: Arc<Self>, pod: Arc<Pod>, snapshot: &mut Snapshot, version: u64) {
+        let started = Instant::now();
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let mut feasible = Vec::new();
+        let mut reasons = Vec::new();
+        for (i, node) in snapshot.nodes.iter().enumerate() {
+            let why = filters::check(&pod, node, &snapshot.nodes);
+            if why.is_empty() {
+                feasible.push(i);
+            } else {
+                reasons.push(why);
+            }
+        }
+        let profile = self.config.name.clone();
+        if feasible.is_empty() {
+            let message = filters::fit_error(snapshot.nodes.len(), &reasons);
+            let labels = AttemptLabels {
+                result: "unschedulable",
+                profile,
+            };
+            self.metrics.attempts.get_or_create(&labels).inc();
+            self.metrics
+                .attempt_duration
+                .get_or_create(&labels)
+                .observe(started.elapsed().as_secs_f64());
+            self.unschedulable(&pod, uid, message, version);
+            return;
+        }
+        let scores = scores::score(&pod, &feasible, &snapshot.nodes);
+        let best = scores.iter().copied().fold(f64::MIN, f64::max);
+        let ties: Vec<usize> = (0..feasible.len())
+            .filter(|&i| scores[i] >= best - 1e-9)
+            .collect();
+        let pick = ties[(self.rotation.fetch_add(1, Ordering::Relaxed) as usize) % ties.len()];
+        let node = snapshot.nodes[feasible[pick]].name().to_owned();
+        snapshot.add(&node, pod.clone());
+        self.assumed
+            .lock()
+            .expect("assumed lock")
+            .insert(uid.clone(), (node.clone(), pod.clone()));
+        let labels = AttemptLabels {
+            result: "scheduled",
+            profile,
+        };
+        self.metrics.attempts.get_or_create(&labels).inc();
+        self.metrics
+            .attempt_duration
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+        let this = self.clone();
+        tokio::spawn(
+            async move { this.bind(pod, uid, node, version).await }
+                .instrument(tracing::Span::current()),
+        );
+    }
+
+    fn unschedulable(&self, pod: &Arc<Pod>, uid: String, message: String, version: u64) {
+        let now = Instant::now();
+        let changed_message = {
+            let mut attempts = self.attempts.lock().expect("attempts lock");
+            let entry = attempts.entry(uid).or_insert(Attempts {
+                count: 0,
+                first: now,
+                last: now,
+                version,
+                message: String::new(),
+            });
+            entry.count += 1;
+            entry.last = now;
+            entry.version = version;
+            let changed = entry.message != message;
+            entry.message = message.clone();
+            changed
+        };
+        tracing::debug!(%message, "unschedulable");
+        self.events
+            .object(pod_ref(pod), "Warning", "FailedScheduling", message.clone());
+        let current = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled"))
+            .and_then(|c| c.message.clone());
+        if !changed_message && current.as_deref() == Some(message.as_str()) {
+            return;
+        }
+        let api: Api<Pod> = Api::namespaced(
+            self.client.clone(),
+            &pod.namespace().unwrap_or_else(|| "default".into()),
+        );
+        let name = pod.name_any();
+        let patch = json!({"status": {"conditions": [{
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": message,
+            "lastProbeTime": null,
+            "lastTransitionTime": skiff_api::time::now_rfc3339(),
+        }]}});
+        tokio::spawn(async move {
+            if let Err(e) = api
+                .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
+                .await
+            {
+                tracing::debug!(pod = %name, error = %e, "writing the Unschedulable condition failed");
+            }
+        });
+    }
+
+    async fn bind(self: Arc<Self>, pod: Arc<Pod>, uid: String, node: String, version: u64) {
+        let Ok(_permit) = self.bindings.clone().acquire_owned().await else {
+            return;
+        };
+        let namespace = pod.namespace().unwrap_or_else(|| "default".into());
+        let name = pod.name_any();
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
+        let binding = json!({
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": name, "namespace": namespace, "uid": uid},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+        });
+        let result = api
+            .create_subresource::<_, serde_json::Value>(
+                "binding",
+                &name,
+                &PostParams::default(),
+                &binding,
+            )
+            .await;
+        match result {
+            Ok(_) => {
+                let attempts = self.attempts.lock().expect("attempts lock").remove(&uid);
+                let (count, first) = attempts.map_or((1, None), |a| (a.count + 1, Some(a.first)));
+                let since = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+                self.metrics
+                    .sli_duration
+                    .get_or_create(&SliLabels {
+                        attempts: count.to_string(),
+                    })
+                    .observe(since);
+                tracing::debug!(pod = %name, %node, "bound");
+                self.events.object(
+                    pod_ref(&pod),
+                    "Normal",
+                    "Scheduled",
+                    format!("Successfully assigned {namespace}/{name} to {node}"),
+                );
+            }
+            Err(e) => {
+                self.assumed.lock().expect("assumed lock").remove(&uid);
+                let conflict = matches!(&e, kube::Error::Api(s) if s.code == 409);
+                if !conflict {
+                    tracing::warn!(pod = %name, %node, error = %e, "binding failed");
+                    self.metrics
+                        .attempts
+                        .get_or_create(&AttemptLabels {
+                            result: "error",
+                            profile: self.config.name.clone(),
+                        })
+                        .inc();
+                    let now = Instant::now();
+                    let mut attempts = self.attempts.lock().expect("attempts lock");
+                    let entry = attempts.entry(uid).or_insert(Attempts {
+                        count: 0,
+                        first: now,
+                        last: now,
+                        version,
+                        message: String::new(),
+                    });
+                    entry.count += 1;
+                    entry.last = now;
+                    // Retry after the backoff even if nothing else changes.
+                    entry.version = u64::MAX;
+                }
+                self.wake.notify_one();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_ten_seconds() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(4), Duration::from_secs(8));
+        assert_eq!(backoff(9), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn only_unbound_live_pods_of_this_scheduler_are_scheduled() {
+        let pod = |v: serde_json::Value| -> Pod { serde_json::from_value(v).unwrap() };
+        let name = "default-scheduler";
+        assert!(needs_scheduling(
+            &pod(json!({"metadata": {"name": "a"}, "spec": {"containers": []}})),
+            name
+        ));
+        assert!(!needs_scheduling(
+            &pod(json!({"metadata": {"name": "a"}, "spec": {"containers": [], "nodeName": "n"}})),
+            name
+        ));
+        assert!(!needs_scheduling(
+            &pod(
+                json!({"metadata": {"name": "a"}, "spec": {"containers": [], "schedulerName": "other"}})
+            ),
+            name
+        ));
+        assert!(!needs_scheduling(
+            &pod(
+                json!({"metadata": {"name": "a", "deletionTimestamp": "2026-01-01T00:00:00Z"}, "spec": {"containers": []}})
+            ),
+            name
+        ));
+        assert!(!needs_scheduling(
+            &pod(
+                json!({"metadata": {"name": "a"}, "spec": {"containers": [], "schedulingGates": [{"name": "g"}]}})
+            ),
+            name
+        ));
+    }
+}
