@@ -33,6 +33,9 @@ metadata:
   name: p1
   labels: {app: web}
 spec:
+  # No scheduler serves this name, so the pod stays Pending and unbound: this test checks how
+  # kubectl prints such a pod (tests/scheduler.rs covers scheduling).
+  schedulerName: nobody
   containers:
   - name: c
     image: busybox
