@@ -356,29 +356,36 @@ impl Scheduler {
             .observe(started.elapsed().as_secs_f64());
         let this = self.clone();
         tokio::spawn(
-            async move { this.bind(pod, uid, node, version).await }
-                .instrument(tracing::Span::current()),
+            async move { this.bind(pod, uid, node).await }.instrument(tracing::Span::current()),
         );
     }
 
-    fn unschedulable(&self, pod: &Arc<Pod>, uid: String, message: String, version: u64) {
+    /// Count a failed attempt for `uid` at cluster `version`; returns whether its message
+    /// changed.
+    fn record_failure(&self, uid: String, version: u64, message: Option<&str>) -> bool {
         let now = Instant::now();
-        let changed_message = {
-            let mut attempts = self.attempts.lock().expect("attempts lock");
-            let entry = attempts.entry(uid).or_insert(Attempts {
-                count: 0,
-                first: now,
-                last: now,
-                version,
-                message: String::new(),
-            });
-            entry.count += 1;
-            entry.last = now;
-            entry.version = version;
-            let changed = entry.message != message;
-            entry.message = message.clone();
-            changed
-        };
+        let mut attempts = self.attempts.lock().expect("attempts lock");
+        let entry = attempts.entry(uid).or_insert(Attempts {
+            count: 0,
+            first: now,
+            last: now,
+            version,
+            message: String::new(),
+        });
+        entry.count += 1;
+        entry.last = now;
+        entry.version = version;
+        match message {
+            Some(m) if entry.message != m => {
+                entry.message = m.to_owned();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn unschedulable(&self, pod: &Arc<Pod>, uid: String, message: String, version: u64) {
+        let changed_message = self.record_failure(uid, version, Some(&message));
         tracing::debug!(%message, "unschedulable");
         self.events
             .object(pod_ref(pod), "Warning", "FailedScheduling", message.clone());
@@ -414,7 +421,7 @@ impl Scheduler {
         });
     }
 
-    async fn bind(self: Arc<Self>, pod: Arc<Pod>, uid: String, node: String, version: u64) {
+    async fn bind(self: Arc<Self>, pod: Arc<Pod>, uid: String, node: String) {
         let Ok(_permit) = self.bindings.clone().acquire_owned().await else {
             return;
         };
@@ -466,19 +473,9 @@ impl Scheduler {
                             profile: self.config.name.clone(),
                         })
                         .inc();
-                    let now = Instant::now();
-                    let mut attempts = self.attempts.lock().expect("attempts lock");
-                    let entry = attempts.entry(uid).or_insert(Attempts {
-                        count: 0,
-                        first: now,
-                        last: now,
-                        version,
-                        message: String::new(),
-                    });
-                    entry.count += 1;
-                    entry.last = now;
-                    // Retry after the backoff even if nothing else changes.
-                    entry.version = u64::MAX;
+                    // A version no pass sees: retried after the backoff even if nothing
+                    // else changes.
+                    self.record_failure(uid, u64::MAX, None);
                 }
                 self.wake.notify_one();
             }
