@@ -3,8 +3,11 @@
 //! that works here works for a kube-rs operator on Skiff.
 
 pub mod certificates;
+mod informers;
 mod metrics;
+mod replicaset;
 mod runner;
+mod workload;
 
 use std::sync::Arc;
 
@@ -34,6 +37,25 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> Controllers {
     let mut tasks = JoinSet::new();
+    let mut informers = informers::Informers::new(&client);
+    let recorder = |component| skiff_events::start(client.clone(), component, String::new(), shutdown.clone());
+
+    let rs_ctx = Arc::new(replicaset::Ctx {
+        client: client.clone(),
+        pods: informers.pods.cache(),
+        replicasets: informers.replicasets.cache(),
+        events: recorder("replicaset-controller"),
+        expectations: Default::default(),
+    });
+    tasks.spawn(replicaset::run(
+        rs_ctx,
+        informers.replicasets.subscribe(),
+        informers.pods.subscribe(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+
+    informers.start(&metrics, &mut tasks, &shutdown);
     tasks.spawn(certificates::approver::run(
         client.clone(),
         metrics.clone(),

@@ -23,6 +23,12 @@ pub(crate) struct ControllerLabels {
 pub struct ControllerMetrics {
     pub(crate) reconciles: Family<ResultLabels, Counter>,
     pub(crate) duration: Family<ControllerLabels, Histogram>,
+    pub(crate) watch_errors: Family<InformerLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct InformerLabels {
+    pub(crate) informer: &'static str,
 }
 
 impl Default for ControllerMetrics {
@@ -32,6 +38,7 @@ impl Default for ControllerMetrics {
             duration: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.001, 2.0, 14))
             }),
+            watch_errors: Family::default(),
         }
     }
 }
@@ -50,6 +57,17 @@ impl ControllerMetrics {
             "Time one reconciliation takes",
             self.duration.clone(),
         );
+        registry.register(
+            "controller_informer_watch_errors",
+            "Failed watches of the controllers' shared informers (each is retried with backoff)",
+            self.watch_errors.clone(),
+        );
+    }
+
+    pub(crate) fn watch_error(&self, informer: &'static str) {
+        self.watch_errors
+            .get_or_create(&InformerLabels { informer })
+            .inc();
     }
 
     pub(crate) fn observe(&self, controller: &'static str, result: &'static str, secs: f64) {

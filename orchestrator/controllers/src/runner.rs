@@ -30,6 +30,7 @@ pub(crate) enum ReconcileError {
     Api(#[from] kube::Error),
     #[error("{0}")]
     Other(String),
+
 }
 
 struct Context<F> {
@@ -37,6 +38,10 @@ struct Context<F> {
     reconcile: F,
     metrics: ControllerMetrics,
     failures: Mutex<HashMap<String, u32>>,
+}
+
+fn key_of<K: Resource>(obj: &K) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
 fn backoff(failures: u32) -> Duration {
@@ -58,6 +63,23 @@ pub(crate) async fn run<K, F, Fut>(
     F: Fn(Arc<K>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Action, ReconcileError>> + Send + 'static,
 {
+    let controller = Controller::new(api, watcher::Config::default());
+    run_controller(name, controller, reconcile, metrics, shutdown).await;
+}
+
+/// Run `reconcile` for the objects `controller` triggers until `shutdown`.
+pub(crate) async fn run_controller<K, F, Fut>(
+    name: &'static str,
+    controller: Controller<K>,
+    reconcile: F,
+    metrics: ControllerMetrics,
+    shutdown: CancellationToken,
+) where
+    K: Resource + Clone + Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Debug + Unpin,
+    F: Fn(Arc<K>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Action, ReconcileError>> + Send + 'static,
+{
     let ctx = Arc::new(Context {
         name,
         reconcile,
@@ -65,13 +87,13 @@ pub(crate) async fn run<K, F, Fut>(
         failures: Mutex::new(HashMap::new()),
     });
     tracing::info!(controller = name, "controller started");
-    Controller::new(api, watcher::Config::default())
+    controller
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(
             |obj: Arc<K>, ctx: Arc<Context<F>>| {
                 let span = tracing::info_span!("reconcile", controller = ctx.name, object = %obj.name_any());
                 async move {
-                    let key = obj.name_any();
+                    let key = key_of(obj.as_ref());
                     let started = Instant::now();
                     let result = (ctx.reconcile)(obj).await;
                     let secs = started.elapsed().as_secs_f64();
@@ -97,7 +119,7 @@ pub(crate) async fn run<K, F, Fut>(
                     .failures
                     .lock()
                     .expect("failures lock")
-                    .get(&obj.name_any())
+                    .get(&key_of(obj.as_ref()))
                     .copied()
                     .unwrap_or(1);
                 let delay = backoff(n.saturating_sub(1));
