@@ -271,7 +271,11 @@ where
         }
     }
     if present {
-        index.by_key.entry(key.clone()).or_default().insert(r.clone());
+        index
+            .by_key
+            .entry(key.clone())
+            .or_default()
+            .insert(r.clone());
         index.key_of.insert(r, key);
     }
 }
@@ -317,14 +321,20 @@ impl Informers {
         let s = shutdown;
         self.pods.start("pods", m.clone(), tasks, s.clone());
         self.nodes.start("nodes", m.clone(), tasks, s.clone());
-        self.namespaces.start("namespaces", m.clone(), tasks, s.clone());
-        self.replicasets.start("replicasets", m.clone(), tasks, s.clone());
-        self.deployments.start("deployments", m.clone(), tasks, s.clone());
-        self.daemonsets.start("daemonsets", m.clone(), tasks, s.clone());
-        self.statefulsets.start("statefulsets", m.clone(), tasks, s.clone());
+        self.namespaces
+            .start("namespaces", m.clone(), tasks, s.clone());
+        self.replicasets
+            .start("replicasets", m.clone(), tasks, s.clone());
+        self.deployments
+            .start("deployments", m.clone(), tasks, s.clone());
+        self.daemonsets
+            .start("daemonsets", m.clone(), tasks, s.clone());
+        self.statefulsets
+            .start("statefulsets", m.clone(), tasks, s.clone());
         self.jobs.start("jobs", m.clone(), tasks, s.clone());
         self.cronjobs.start("cronjobs", m.clone(), tasks, s.clone());
-        self.revisions.start("controllerrevisions", m.clone(), tasks, s.clone());
+        self.revisions
+            .start("controllerrevisions", m.clone(), tasks, s.clone());
     }
 }
 

@@ -3,6 +3,7 @@
 //! that works here works for a kube-rs operator on Skiff.
 
 pub mod certificates;
+mod deployment;
 mod informers;
 mod metrics;
 mod replicaset;
@@ -38,7 +39,8 @@ pub fn start(
 ) -> Controllers {
     let mut tasks = JoinSet::new();
     let mut informers = informers::Informers::new(&client);
-    let recorder = |component| skiff_events::start(client.clone(), component, String::new(), shutdown.clone());
+    let recorder =
+        |component| skiff_events::start(client.clone(), component, String::new(), shutdown.clone());
 
     let rs_ctx = Arc::new(replicaset::Ctx {
         client: client.clone(),
@@ -49,6 +51,22 @@ pub fn start(
     });
     tasks.spawn(replicaset::run(
         rs_ctx,
+        informers.replicasets.subscribe(),
+        informers.pods.subscribe(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+
+    let deploy_ctx = Arc::new(deployment::Ctx {
+        client: client.clone(),
+        deployments: informers.deployments.cache(),
+        replicasets: informers.replicasets.cache(),
+        pods: informers.pods.cache(),
+        events: recorder("deployment-controller"),
+    });
+    tasks.spawn(deployment::run(
+        deploy_ctx,
+        informers.deployments.subscribe(),
         informers.replicasets.subscribe(),
         informers.pods.subscribe(),
         metrics.clone(),

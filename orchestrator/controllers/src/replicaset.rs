@@ -43,9 +43,7 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
 ) {
     let rs_cache = ctx.replicasets.clone();
-    let owners = pods.flat_map(move |pod| {
-        futures::stream::iter(owners_of(&pod, &rs_cache))
-    });
+    let owners = pods.flat_map(move |pod| futures::stream::iter(owners_of(&pod, &rs_cache)));
     let controller = Controller::for_stream(
         replicasets.map(|rs| Ok(rs.as_ref().clone())),
         ctx.replicasets.store(),
@@ -101,7 +99,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Reconci
     };
     let selector = workload::compile(Some(&spec.selector));
     let uid = rs.uid().unwrap_or_default();
-    let claimed = workload::claim_pods(
+    let claimed = workload::claim(
         &pods_api,
         rs.as_ref(),
         &selector,
@@ -148,17 +146,18 @@ async fn manage(
     pods_api: &Api<Pod>,
     active: &[Arc<Pod>],
 ) -> Option<String> {
-    let desired = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as usize;
+    let desired = rs
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1)
+        .max(0) as usize;
     let template = rs.spec.as_ref()?.template.as_ref()?;
     let rs_ref = workload::object_ref(rs);
     if active.len() < desired {
         let want = (desired - active.len()).min(BURST);
-        let pod = workload::pod_from_template(
-            rs,
-            template,
-            Some(format!("{}-", rs.name_any())),
-            None,
-        );
+        let pod =
+            workload::pod_from_template(rs, template, Some(format!("{}-", rs.name_any())), None);
         let (created, error) =
             workload::slow_start(want, || workload::create_pod(pods_api, &pod)).await;
         for name in &created {
@@ -182,10 +181,9 @@ async fn manage(
         victims.truncate((active.len() - desired).min(BURST));
         let names: Vec<String> = victims.iter().map(|p| p.name_any()).collect();
         ctx.expectations.expect(key, Vec::new(), names.clone());
-        let results = futures::future::join_all(
-            names.iter().map(|n| workload::delete_pod(pods_api, n)),
-        )
-        .await;
+        let results =
+            futures::future::join_all(names.iter().map(|n| workload::delete_pod(pods_api, n)))
+                .await;
         for (name, result) in names.iter().zip(results) {
             match result {
                 Ok(()) => ctx.events.object(
@@ -237,7 +235,10 @@ fn status_of(
     let mut recheck: Option<Duration> = None;
     for pod in active {
         let labels = pod.metadata.labels.clone().unwrap_or_default();
-        if template_labels.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+        if template_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+        {
             fully_labeled += 1;
         }
         if workload::is_ready(pod) {

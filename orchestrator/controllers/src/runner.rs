@@ -30,7 +30,6 @@ pub(crate) enum ReconcileError {
     Api(#[from] kube::Error),
     #[error("{0}")]
     Other(String),
-
 }
 
 struct Context<F> {

@@ -4,14 +4,16 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Mutex;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
 use skiff_api::selector::label::LabelSelector as Selector;
 
 use crate::runner::ReconcileError;
@@ -187,87 +189,79 @@ pub(crate) fn deletion_order(a: &Pod, b: &Pod) -> Ordering {
         .then(created(b).cmp(&created(a)))
 }
 
-/// Claim pods for `owner`: its own pods whose labels still match, plus matching orphans it
-/// adopts; its pods that no longer match are released. Returns the pods it controls.
-pub(crate) async fn claim_pods<K: Resource<DynamicType = ()>>(
-    api: &Api<Pod>,
-    owner: &K,
+/// Claim objects (pods, ReplicaSets) for `owner`: its own whose labels still match, plus
+/// matching orphans it adopts; its own that no longer match are released (upstream's
+/// ControllerRefManager). Returns what it controls.
+pub(crate) async fn claim<O, K>(
+    api: &Api<K>,
+    owner: &O,
     selector: &Selector,
-    owned: Vec<std::sync::Arc<Pod>>,
-    orphans: Vec<std::sync::Arc<Pod>>,
-) -> Result<Vec<std::sync::Arc<Pod>>, ReconcileError> {
+    owned: Vec<Arc<K>>,
+    orphans: Vec<Arc<K>>,
+) -> Result<Vec<Arc<K>>, ReconcileError>
+where
+    O: Resource<DynamicType = ()>,
+    K: Resource + Clone + Debug + DeserializeOwned,
+{
     let owner_uid = owner.uid().unwrap_or_default();
     let mut claimed = Vec::new();
-    for pod in owned {
-        if selects(selector, pod.metadata.labels.as_ref()) {
-            claimed.push(pod);
-        } else if pod.metadata.deletion_timestamp.is_none() {
-            release(api, &pod, &owner_uid).await?;
+    for obj in owned {
+        if selects(selector, obj.meta().labels.as_ref()) {
+            claimed.push(obj);
+        } else if obj.meta().deletion_timestamp.is_none() {
+            let refs: Vec<&OwnerReference> = obj
+                .meta()
+                .owner_references
+                .iter()
+                .flatten()
+                .filter(|r| r.uid != owner_uid)
+                .collect();
+            set_owners(api, obj.as_ref(), json!(refs)).await?;
         }
     }
     if owner.meta().deletion_timestamp.is_none() {
-        for pod in orphans {
-            if pod.metadata.deletion_timestamp.is_some()
-                || !selects(selector, pod.metadata.labels.as_ref())
+        for obj in orphans {
+            if obj.meta().deletion_timestamp.is_some()
+                || !selects(selector, obj.meta().labels.as_ref())
             {
                 continue;
             }
-            if let Some(adopted) = adopt(api, &pod, owner).await? {
-                claimed.push(std::sync::Arc::new(adopted));
+            let mut refs = obj.meta().owner_references.clone().unwrap_or_default();
+            refs.push(controller_ref(owner));
+            if let Some(adopted) = set_owners(api, obj.as_ref(), json!(refs)).await? {
+                claimed.push(Arc::new(adopted));
             }
         }
     }
     Ok(claimed)
 }
 
-/// Add a controller reference to an orphan (guarded by its uid and resourceVersion).
-async fn adopt<K: Resource<DynamicType = ()>>(
-    api: &Api<Pod>,
-    pod: &Pod,
-    owner: &K,
-) -> Result<Option<Pod>, ReconcileError> {
-    let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
-    refs.push(controller_ref(owner));
+/// Replace an object's owner references, guarded by its uid and resourceVersion; `None` when
+/// it changed or went away meanwhile (the next reconciliation sees the new state).
+async fn set_owners<K>(api: &Api<K>, obj: &K, refs: Value) -> Result<Option<K>, ReconcileError>
+where
+    K: Resource + Clone + Debug + DeserializeOwned,
+{
     let patch = json!({"metadata": {
         "ownerReferences": refs,
-        "uid": pod.metadata.uid,
-        "resourceVersion": pod.metadata.resource_version,
+        "uid": obj.meta().uid,
+        "resourceVersion": obj.meta().resource_version,
     }});
     match api
-        .patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await
     {
-        Ok(p) => Ok(Some(p)),
+        Ok(o) => Ok(Some(o)),
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
 
-/// Remove `owner_uid`'s reference from a pod that no longer matches its selector.
-async fn release(api: &Api<Pod>, pod: &Pod, owner_uid: &str) -> Result<(), ReconcileError> {
-    let refs: Vec<&OwnerReference> = pod
-        .metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .filter(|r| r.uid != owner_uid)
-        .collect();
-    let patch = json!({"metadata": {
-        "ownerReferences": refs,
-        "uid": pod.metadata.uid,
-        "resourceVersion": pod.metadata.resource_version,
-    }});
-    match api
-        .patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Create a pod; `Ok(None)` when the namespace is being deleted (nothing to retry).
+/// Create a pod.
 pub(crate) async fn create_pod(api: &Api<Pod>, pod: &Pod) -> Result<Pod, kube::Error> {
     api.create(&PostParams::default(), pod).await
 }
@@ -451,7 +445,10 @@ mod tests {
             match_labels: Some([("app".to_owned(), "web".to_owned())].into()),
             ..Default::default()
         }));
-        assert!(selects(&app, Some(&[("app".to_owned(), "web".to_owned())].into())));
+        assert!(selects(
+            &app,
+            Some(&[("app".to_owned(), "web".to_owned())].into())
+        ));
         assert!(!selects(&app, None));
     }
 }
