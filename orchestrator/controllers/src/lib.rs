@@ -4,8 +4,10 @@
 
 pub mod certificates;
 mod deployment;
+mod garbage_collector;
 mod informers;
 mod metrics;
+mod namespace;
 mod replicaset;
 mod runner;
 mod workload;
@@ -73,6 +75,20 @@ pub fn start(
         shutdown.clone(),
     ));
 
+    let ns_ctx = Arc::new(namespace::Ctx {
+        client: client.clone(),
+        namespaces: informers.namespaces.cache(),
+        kinds: Default::default(),
+    });
+    tasks.spawn(namespace::run(
+        ns_ctx,
+        informers.namespaces.subscribe(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+
+    tasks.spawn(garbage_collector(&mut informers, &client, &metrics, &shutdown));
+
     informers.start(&metrics, &mut tasks, &shutdown);
     tasks.spawn(certificates::approver::run(
         client.clone(),
@@ -88,6 +104,71 @@ pub fn start(
         ));
     }
     Controllers { tasks }
+}
+
+/// The garbage collector reads (and is woken by) every cache that holds owners or dependents.
+fn garbage_collector(
+    informers: &mut informers::Informers,
+    client: &kube::Client,
+    metrics: &ControllerMetrics,
+    shutdown: &CancellationToken,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    use garbage_collector::{source, wake};
+    let i = informers;
+    let sources = vec![
+        source(i.pods.cache()),
+        source(i.nodes.cache()),
+        source(i.replicasets.cache()),
+        source(i.deployments.cache()),
+        source(i.daemonsets.cache()),
+        source(i.statefulsets.cache()),
+        source(i.jobs.cache()),
+        source(i.cronjobs.cache()),
+        source(i.revisions.cache()),
+    ];
+    let changes = vec![
+        wake(i.pods.subscribe()),
+        wake(i.nodes.subscribe()),
+        wake(i.replicasets.subscribe()),
+        wake(i.deployments.subscribe()),
+        wake(i.daemonsets.subscribe()),
+        wake(i.statefulsets.subscribe()),
+        wake(i.jobs.subscribe()),
+        wake(i.cronjobs.subscribe()),
+        wake(i.revisions.subscribe()),
+    ];
+    let (pods, nodes, rss, deps, dss, stss, jobs, cjs, revs) = (
+        i.pods.cache(),
+        i.nodes.cache(),
+        i.replicasets.cache(),
+        i.deployments.cache(),
+        i.daemonsets.cache(),
+        i.statefulsets.cache(),
+        i.jobs.cache(),
+        i.cronjobs.cache(),
+        i.revisions.cache(),
+    );
+    let ready = Box::pin(async move {
+        pods.ready().await;
+        nodes.ready().await;
+        rss.ready().await;
+        deps.ready().await;
+        dss.ready().await;
+        stss.ready().await;
+        jobs.ready().await;
+        cjs.ready().await;
+        revs.ready().await;
+    });
+    garbage_collector::run(
+        garbage_collector::Ctx {
+            client: client.clone(),
+            sources,
+            ready,
+        },
+        changes,
+        metrics.clone(),
+        shutdown.clone(),
+    )
 }
 
 impl Controllers {
