@@ -216,8 +216,11 @@ impl Collector {
                     self.delete(n, "Background").await?;
                 }
             } else {
-                let keep: Vec<&OwnerReference> =
-                    n.owners.iter().filter(|o| !dangling.contains(&o.uid)).collect();
+                let keep: Vec<&OwnerReference> = n
+                    .owners
+                    .iter()
+                    .filter(|o| !dangling.contains(&o.uid))
+                    .collect();
                 self.set_owners(n, json!(keep)).await?;
             }
         }
@@ -227,7 +230,8 @@ impl Collector {
     /// Orphan: take the owner's reference off every dependent, then release the owner.
     async fn orphan(&mut self, owner: &Node, deps: &[&Node]) -> Result<(), kube::Error> {
         for d in deps {
-            let keep: Vec<&OwnerReference> = d.owners.iter().filter(|o| o.uid != owner.uid).collect();
+            let keep: Vec<&OwnerReference> =
+                d.owners.iter().filter(|o| o.uid != owner.uid).collect();
             self.set_owners(d, json!(keep)).await?;
         }
         self.remove_finalizer(owner, "orphan").await
@@ -344,7 +348,11 @@ impl Collector {
 
     /// Whether an owner missing from the caches really is gone: a live GET by its kind, in the
     /// dependent's namespace when the kind is namespaced, with the uid compared.
-    async fn owner_exists(&mut self, dependent: &Node, owner: &OwnerReference) -> Result<bool, kube::Error> {
+    async fn owner_exists(
+        &mut self,
+        dependent: &Node,
+        owner: &OwnerReference,
+    ) -> Result<bool, kube::Error> {
         let key = (owner.api_version.clone(), owner.kind.clone());
         if !self.kinds.contains_key(&key) {
             let (group, version) = match owner.api_version.split_once('/') {
@@ -395,7 +403,9 @@ impl Collector {
                         finalizers: o.metadata.finalizers.clone().unwrap_or_default(),
                     })
                 })),
-                Err(e) => tracing::debug!(kind = %ar.kind, error = %e, "listing for garbage collection failed"),
+                Err(e) => {
+                    tracing::debug!(kind = %ar.kind, error = %e, "listing for garbage collection failed")
+                }
             }
         }
         out

@@ -87,7 +87,12 @@ pub fn start(
         shutdown.clone(),
     ));
 
-    tasks.spawn(garbage_collector(&mut informers, &client, &metrics, &shutdown));
+    tasks.spawn(garbage_collector(
+        &mut informers,
+        &client,
+        &metrics,
+        &shutdown,
+    ));
 
     informers.start(&metrics, &mut tasks, &shutdown);
     tasks.spawn(certificates::approver::run(

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+};
 use kube::discovery::{Discovery, Scope, verbs};
 use kube::runtime::controller::{Action, Controller};
 use kube::{Api, ResourceExt};
@@ -104,7 +106,10 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action, Reconcil
             if obj.metadata.deletion_timestamp.is_some() {
                 continue;
             }
-            match api.delete(&obj.name_any(), &DeleteParams::background()).await {
+            match api
+                .delete(&obj.name_any(), &DeleteParams::background())
+                .await
+            {
                 Ok(_) => {}
                 Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
                 Err(e) => return Err(e.into()),
@@ -156,7 +161,10 @@ async fn set_conditions(
     });
     let mut conditions = vec![content];
     if !finalizers.is_empty() {
-        let list: Vec<String> = finalizers.iter().map(|f| format!("{f} in resource instances")).collect();
+        let list: Vec<String> = finalizers
+            .iter()
+            .map(|f| format!("{f} in resource instances"))
+            .collect();
         conditions.push(json!({
             "type": "NamespaceFinalizersRemaining", "status": "True", "reason": "SomeFinalizersRemain",
             "message": format!("Some content in the namespace has finalizers remaining: {}", list.join(", ")),

@@ -242,6 +242,12 @@ async fn set_owners<K>(api: &Api<K>, obj: &K, refs: Value) -> Result<Option<K>, 
 where
     K: Resource + Clone + Debug + DeserializeOwned,
 {
+    // An empty list is dropped, as upstream's omitempty does.
+    let refs = if refs.as_array().is_some_and(Vec::is_empty) {
+        Value::Null
+    } else {
+        refs
+    };
     let patch = json!({"metadata": {
         "ownerReferences": refs,
         "uid": obj.meta().uid,
@@ -398,7 +404,7 @@ mod tests {
 
     #[test]
     fn deletes_unscheduled_then_not_ready_then_newest_first() {
-        let mut pods = vec![
+        let mut pods = [
             pod("old-ready", Some("n1"), "Running", true, 100),
             pod("new-ready", Some("n1"), "Running", true, 10),
             pod("not-ready", Some("n1"), "Running", false, 50),

@@ -1,0 +1,443 @@
+//! The workload controllers against a real cluster, driven by the real kubectl: Deployment
+//! rollouts (status, history, undo, scale, pause/resume, restart, Recreate), ReplicaSet
+//! adoption and replacement, and garbage collection (cascading, foreground, orphan, namespace
+//! deletion).
+
+use std::time::Duration;
+
+use serde_json::Value;
+use skiff_e2e::{Cluster, wait_for};
+
+/// A Deployment of `sleep` pods (the process runtime runs them on the host) that become Ready
+/// a second after they start, so a rollout that dropped old pods too early would be seen.
+fn deployment(name: &str, replicas: u32, strategy: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+  annotations: {{kubernetes.io/change-cause: first}}
+spec:
+  replicas: {replicas}
+  revisionHistoryLimit: 2
+  selector: {{matchLabels: {{app: {name}}}}}
+  strategy: {strategy}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: c
+        image: sleeper
+        command: [sleep, '300']
+        readinessProbe:
+          exec: {{command: ['true']}}
+          initialDelaySeconds: 1
+          periodSeconds: 1
+"#
+    )
+}
+
+fn json(cluster: &Cluster, args: &[&str]) -> Value {
+    let mut full = args.to_vec();
+    full.extend(["-o", "json"]);
+    let out = cluster.kubectl(&full);
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.all()))
+}
+
+/// Pods with `app=<app>` that are Ready and not being deleted.
+fn ready_pods(cluster: &Cluster, app: &str) -> usize {
+    let pods = json(cluster, &["get", "pods", "-l", &format!("app={app}")]);
+    pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .filter(|p| {
+            p["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+        .count()
+}
+
+fn rollout_done(cluster: &Cluster, name: &str) {
+    cluster
+        .kubectl(&[
+            "rollout",
+            "status",
+            &format!("deploy/{name}"),
+            "--timeout=90s",
+        ])
+        .expect_ok(&format!("deployment \"{name}\" successfully rolled out"));
+}
+
+fn replicasets(cluster: &Cluster, app: &str) -> Vec<Value> {
+    json(cluster, &["get", "rs", "-l", &format!("app={app}")])["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn wait_gone(cluster: &Cluster, args: &[&str], what: &str) {
+    wait_for(Duration::from_secs(60), what, || {
+        let out = json(cluster, args);
+        out["items"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+            .then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.kubectl(args).all()));
+}
+
+#[test]
+fn deployment_rollouts_with_kubectl() {
+    let cluster = Cluster::start().expect("skiffd starts");
+    let strategy = "{type: RollingUpdate, rollingUpdate: {maxSurge: 1, maxUnavailable: 0}}";
+    cluster
+        .kubectl_in(&["apply", "-f", "-"], Some(&deployment("web", 3, strategy)))
+        .expect_ok("deployment.apps/web created");
+    rollout_done(&cluster, "web");
+    let first = replicasets(&cluster, "web");
+    assert_eq!(first.len(), 1);
+    let first_rs = first[0]["metadata"]["name"].as_str().unwrap().to_owned();
+    let hash = first[0]["metadata"]["labels"]["pod-template-hash"]
+        .as_str()
+        .unwrap();
+    assert_eq!(first_rs, format!("web-{hash}"));
+    assert_eq!(
+        first[0]["metadata"]["ownerReferences"][0]["kind"],
+        "Deployment"
+    );
+    assert_eq!(
+        first[0]["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "1"
+    );
+
+    // A template change rolls out with maxUnavailable=0: Ready pods never fall below 3.
+    cluster
+        .kubectl(&["set", "env", "deploy/web", "V=2"])
+        .expect_ok("env updated");
+    cluster
+        .kubectl(&[
+            "annotate",
+            "deploy/web",
+            "--overwrite",
+            "kubernetes.io/change-cause=second",
+        ])
+        .expect_ok("annotated");
+    let mut lowest = usize::MAX;
+    wait_for(Duration::from_secs(90), "the second rollout", || {
+        lowest = lowest.min(ready_pods(&cluster, "web"));
+        let d = json(&cluster, &["get", "deploy", "web"]);
+        let s = &d["status"];
+        (s["updatedReplicas"] == 3
+            && s["replicas"] == 3
+            && s["availableReplicas"] == 3
+            && s["observedGeneration"] == d["metadata"]["generation"])
+            .then_some(())
+    })
+    .unwrap();
+    assert!(
+        lowest >= 3,
+        "ready pods fell to {lowest} during a maxUnavailable=0 rollout"
+    );
+    rollout_done(&cluster, "web");
+    let history = cluster.kubectl(&["rollout", "history", "deploy/web"]);
+    history.expect_ok("REVISION  CHANGE-CAUSE");
+    assert!(
+        history.stdout.contains("1         first"),
+        "{}",
+        history.all()
+    );
+    assert!(
+        history.stdout.contains("2         second"),
+        "{}",
+        history.all()
+    );
+
+    // Undo goes back to the first template by reusing its ReplicaSet as revision 3.
+    cluster
+        .kubectl(&["rollout", "undo", "deploy/web"])
+        .expect_ok("deployment.apps/web rolled back");
+    rollout_done(&cluster, "web");
+    let rss = replicasets(&cluster, "web");
+    assert_eq!(rss.len(), 2, "undo reuses the old ReplicaSet");
+    let reused = rss
+        .iter()
+        .find(|r| r["metadata"]["name"] == first_rs.as_str())
+        .expect("first ReplicaSet still there");
+    assert_eq!(reused["spec"]["replicas"], 3);
+    assert_eq!(
+        reused["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "3"
+    );
+    let env = cluster.kubectl(&[
+        "get",
+        "deploy",
+        "web",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].env}",
+    ]);
+    assert_eq!(env.stdout, "", "undo restored the template without V=2");
+    cluster
+        .kubectl(&["rollout", "undo", "deploy/web", "--to-revision=42"])
+        .expect_fail(1, "unable to find specified revision 42 in history");
+
+    // Scale.
+    cluster
+        .kubectl(&["scale", "deploy/web", "--replicas=5"])
+        .expect_ok("deployment.apps/web scaled");
+    wait_for(Duration::from_secs(60), "5 available", || {
+        (json(&cluster, &["get", "deploy", "web"])["status"]["availableReplicas"] == 5)
+            .then_some(())
+    })
+    .unwrap();
+
+    // Paused: a template change starts no rollout until resumed.
+    cluster
+        .kubectl(&["rollout", "pause", "deploy/web"])
+        .expect_ok("deployment.apps/web paused");
+    cluster
+        .kubectl(&["set", "env", "deploy/web", "V=3"])
+        .expect_ok("env updated");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        replicasets(&cluster, "web").len(),
+        2,
+        "no new ReplicaSet while paused"
+    );
+    let progressing = cluster.kubectl(&[
+        "get",
+        "deploy",
+        "web",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Progressing\")].reason}",
+    ]);
+    assert_eq!(progressing.stdout, "DeploymentPaused");
+    cluster
+        .kubectl(&["rollout", "resume", "deploy/web"])
+        .expect_ok("deployment.apps/web resumed");
+    rollout_done(&cluster, "web");
+
+    // Restart makes a new ReplicaSet; history stays within revisionHistoryLimit (2 old).
+    cluster
+        .kubectl(&["rollout", "restart", "deploy/web"])
+        .expect_ok("deployment.apps/web restarted");
+    rollout_done(&cluster, "web");
+    let rss = replicasets(&cluster, "web");
+    assert!(rss.len() <= 3, "history trimmed: {} ReplicaSets", rss.len());
+    let current: Vec<&Value> = rss.iter().filter(|r| r["spec"]["replicas"] == 5).collect();
+    assert_eq!(current.len(), 1);
+    assert!(
+        current[0]["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"]
+            .is_string()
+    );
+    let events = cluster.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=ScalingReplicaSet",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ]);
+    assert!(
+        events.stdout.contains("Scaled up replica set"),
+        "{}",
+        events.all()
+    );
+    assert!(
+        events.stdout.contains("Scaled down replica set"),
+        "{}",
+        events.all()
+    );
+
+    // Deleting the Deployment takes its ReplicaSets and pods with it.
+    cluster
+        .kubectl(&["delete", "deploy", "web"])
+        .expect_ok("deleted");
+    wait_gone(
+        &cluster,
+        &["get", "rs", "-l", "app=web"],
+        "ReplicaSets collected",
+    );
+    wait_gone(
+        &cluster,
+        &["get", "pods", "-l", "app=web"],
+        "pods collected",
+    );
+}
+
+#[test]
+fn recreate_never_runs_old_and_new_together() {
+    let cluster = Cluster::start().expect("skiffd starts");
+    cluster
+        .kubectl_in(
+            &["apply", "-f", "-"],
+            Some(&deployment("rc", 2, "{type: Recreate}")),
+        )
+        .expect_ok("created");
+    rollout_done(&cluster, "rc");
+    cluster
+        .kubectl(&["set", "env", "deploy/rc", "V=2"])
+        .expect_ok("env updated");
+    let mut mixed = false;
+    wait_for(Duration::from_secs(90), "the Recreate rollout", || {
+        let pods = json(&cluster, &["get", "pods", "-l", "app=rc"]);
+        let hashes: std::collections::HashSet<String> = pods["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["status"]["phase"] == "Running")
+            .filter_map(|p| {
+                p["metadata"]["labels"]["pod-template-hash"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect();
+        mixed |= hashes.len() > 1;
+        let s = json(&cluster, &["get", "deploy", "rc"])["status"].clone();
+        (s["updatedReplicas"] == 2 && s["availableReplicas"] == 2 && s["replicas"] == 2)
+            .then_some(())
+    })
+    .unwrap();
+    assert!(!mixed, "old and new pods ran at the same time");
+}
+
+#[test]
+fn replicasets_adopt_replace_and_garbage_is_collected() {
+    let cluster = Cluster::start().expect("skiffd starts");
+    let apply = |yaml: &str| {
+        cluster
+            .kubectl_in(&["apply", "-f", "-"], Some(yaml))
+            .expect_ok("");
+    };
+    // An orphan pod with matching labels is adopted; one more is created.
+    apply(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: stray, labels: {app: rs}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers: [{name: c, image: sleeper, command: [sleep, '300']}]\n",
+    );
+    let rs = "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {name: rs}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: rs}}\n  template:\n    metadata: {labels: {app: rs}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers: [{name: c, image: sleeper, command: [sleep, '300']}]\n";
+    apply(rs);
+    let ready = |n: u64| {
+        wait_for(Duration::from_secs(60), &format!("{n} ready"), || {
+            (json(&cluster, &["get", "rs", "rs"])["status"]["readyReplicas"] == n).then_some(())
+        })
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}\n{}",
+                cluster.kubectl(&["get", "pods", "-o", "wide"]).all()
+            )
+        });
+    };
+    ready(2);
+    let stray = json(&cluster, &["get", "pod", "stray"]);
+    assert_eq!(stray["metadata"]["ownerReferences"][0]["name"], "rs");
+    assert_eq!(stray["metadata"]["ownerReferences"][0]["controller"], true);
+
+    // A pod relabelled out of the selector is released and replaced.
+    cluster
+        .kubectl(&["label", "pod", "stray", "app=gone", "--overwrite"])
+        .expect_ok("labeled");
+    wait_for(Duration::from_secs(30), "stray released", || {
+        json(&cluster, &["get", "pod", "stray"])["metadata"]["ownerReferences"]
+            .is_null()
+            .then_some(())
+    })
+    .unwrap();
+    ready(2);
+    let events = cluster.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=SuccessfulCreate",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ]);
+    assert!(
+        events.stdout.contains("Created pod: rs-"),
+        "{}",
+        events.all()
+    );
+
+    // Orphan cascade: the ReplicaSet goes, its pods stay without an owner.
+    cluster
+        .kubectl(&["delete", "rs", "rs", "--cascade=orphan"])
+        .expect_ok("deleted");
+    wait_for(Duration::from_secs(30), "pods orphaned", || {
+        let pods = json(&cluster, &["get", "pods", "-l", "app=rs"]);
+        let items = pods["items"].as_array().cloned().unwrap_or_default();
+        (items.len() == 2
+            && items
+                .iter()
+                .all(|p| p["metadata"]["ownerReferences"].is_null()))
+        .then_some(())
+    })
+    .unwrap();
+
+    // Foreground cascade: re-created, the ReplicaSet adopts them again, then is deleted only
+    // after its pods.
+    apply(rs);
+    ready(2);
+    cluster
+        .kubectl(&["delete", "rs", "rs", "--cascade=foreground"])
+        .expect_ok("deleted");
+    wait_gone(
+        &cluster,
+        &["get", "pods", "-l", "app=rs"],
+        "pods deleted first",
+    );
+    wait_gone(
+        &cluster,
+        &["get", "rs"],
+        "ReplicaSet deleted after its pods",
+    );
+
+    // A dependent whose owner never existed is collected.
+    apply(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dangling\n  ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: nope, uid: 00000000-0000-0000-0000-000000000001}]\n",
+    );
+    wait_for(
+        Duration::from_secs(90),
+        "dangling ConfigMap collected",
+        || {
+            cluster
+                .kubectl(&["get", "cm", "dangling"])
+                .stderr
+                .contains("NotFound")
+                .then_some(())
+        },
+    )
+    .unwrap();
+
+    // Deleting a namespace deletes what is in it, then the namespace.
+    cluster
+        .kubectl(&["create", "ns", "doomed"])
+        .expect_ok("created");
+    cluster
+        .kubectl_in(
+            &["-n", "doomed", "apply", "-f", "-"],
+            Some(&deployment("d", 2, "{type: RollingUpdate}")),
+        )
+        .expect_ok("created");
+    cluster
+        .kubectl(&["-n", "doomed", "create", "cm", "c", "--from-literal=a=b"])
+        .expect_ok("created");
+    cluster
+        .kubectl(&[
+            "-n",
+            "doomed",
+            "rollout",
+            "status",
+            "deploy/d",
+            "--timeout=60s",
+        ])
+        .expect_ok("successfully rolled out");
+    cluster
+        .kubectl(&["delete", "ns", "doomed", "--timeout=60s"])
+        .expect_ok("namespace \"doomed\" deleted");
+    cluster
+        .kubectl(&["get", "ns", "doomed"])
+        .expect_fail(1, "namespaces \"doomed\" not found");
+}
