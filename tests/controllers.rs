@@ -441,3 +441,107 @@ fn replicasets_adopt_replace_and_garbage_is_collected() {
         .kubectl(&["get", "ns", "doomed"])
         .expect_fail(1, "namespaces \"doomed\" not found");
 }
+
+#[test]
+fn daemonset_follows_nodes_and_rolls_out() {
+    let cluster = Cluster::start().expect("skiffd starts");
+    let ds = "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: logs}\nspec:\n  selector: {matchLabels: {app: logs}}\n  template:\n    metadata: {labels: {app: logs}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers: [{name: c, image: sleeper, command: [sleep, '300']}]\n";
+    cluster
+        .kubectl_in(&["apply", "-f", "-"], Some(ds))
+        .expect_ok("daemonset.apps/logs created");
+    cluster
+        .kubectl(&["rollout", "status", "ds/logs", "--timeout=60s"])
+        .expect_ok("daemon set \"logs\" successfully rolled out");
+
+    // A node that joins later gets its pod; a cordoned node keeps it.
+    let second = format!("{}-b", cluster.node);
+    let kubeconfig = cluster.kubeconfig.display().to_string();
+    let agent = skiff_e2e::Agent::start(&["--kubeconfig".into(), kubeconfig], &second);
+    cluster
+        .kubectl(&["cordon", &cluster.node])
+        .expect_ok("cordoned");
+    wait_for(Duration::from_secs(60), "a pod on each node", || {
+        let ds = json(&cluster, &["get", "ds", "logs"]);
+        let s = &ds["status"];
+        (s["desiredNumberScheduled"] == 2 && s["numberReady"] == 2).then_some(())
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\n{}\n{}",
+            cluster.kubectl(&["get", "pods", "-o", "wide"]).all(),
+            agent.log()
+        )
+    });
+    let pods = json(&cluster, &["get", "pods", "-l", "app=logs"]);
+    let mut nodes: Vec<String> = pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            p["spec"]["nodeName"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    nodes.sort();
+    let mut want = vec![cluster.node.clone(), second.clone()];
+    want.sort();
+    assert_eq!(nodes, want);
+
+    // A template change rolls out node by node, recorded as ControllerRevisions.
+    cluster
+        .kubectl(&["set", "env", "ds/logs", "V=2"])
+        .expect_ok("env updated");
+    cluster
+        .kubectl(&["rollout", "status", "ds/logs", "--timeout=90s"])
+        .expect_ok("successfully rolled out");
+    let history = cluster.kubectl(&["rollout", "history", "ds/logs"]);
+    history.expect_ok("REVISION");
+    assert!(
+        history.stdout.contains("\n1 ") && history.stdout.contains("\n2 "),
+        "{}",
+        history.all()
+    );
+    cluster
+        .kubectl(&["rollout", "undo", "ds/logs"])
+        .expect_ok("rolled back");
+    cluster
+        .kubectl(&["rollout", "status", "ds/logs", "--timeout=90s"])
+        .expect_ok("successfully rolled out");
+    let env = cluster.kubectl(&[
+        "get",
+        "ds",
+        "logs",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].env}",
+    ]);
+    assert_eq!(env.stdout, "", "undo restored the first template");
+
+    // A node the DaemonSet no longer selects loses its pod.
+    cluster
+        .kubectl(&["label", "node", &second, "logs=no"])
+        .expect_ok("labeled");
+    let selector = "{\"spec\":{\"template\":{\"spec\":{\"affinity\":{\"nodeAffinity\":{\"requiredDuringSchedulingIgnoredDuringExecution\":{\"nodeSelectorTerms\":[{\"matchExpressions\":[{\"key\":\"logs\",\"operator\":\"NotIn\",\"values\":[\"no\"]}]}]}}}}}}}";
+    cluster
+        .kubectl(&["patch", "ds", "logs", "-p", selector])
+        .expect_ok("patched");
+    wait_for(
+        Duration::from_secs(60),
+        "the pod leaves the excluded node",
+        || {
+            let s = json(&cluster, &["get", "ds", "logs"])["status"].clone();
+            (s["desiredNumberScheduled"] == 1
+                && s["currentNumberScheduled"] == 1
+                && s["numberMisscheduled"] == 0)
+                .then_some(())
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\n{}",
+            cluster.kubectl(&["get", "pods", "-o", "wide"]).all()
+        )
+    });
+    drop(agent);
+}

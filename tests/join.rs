@@ -3,94 +3,12 @@
 //! token may and may not do, and manual approval with `kubectl certificate approve`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
-use skiff_e2e::{Cluster, Run, bin_dir, run, wait_for};
+use skiff_e2e::{Agent, Cluster, Run, bin_dir, run, wait_for};
 
-/// A `skiffd agent` process joining `cluster` with `join_args`.
-struct Agent {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    args: Vec<String>,
-}
-
-impl Agent {
-    fn start(join_args: &[String], node: &str) -> Agent {
-        let dir = tempfile::tempdir().unwrap();
-        let testapp = bin_dir().join("skiff-testapp").display().to_string();
-        let logs = dir.path().join("logs");
-        let mut args: Vec<String> = join_args.to_vec();
-        for extra in [
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-            "--runtime",
-            "process",
-            "--node-name",
-            node,
-            "--node-ip",
-            "127.0.0.1",
-            "--agent-port",
-            "0",
-            "--image-alias",
-            &format!("skiff-testapp={testapp}"),
-            "--pod-log-dir",
-            logs.join("pods").to_str().unwrap(),
-            "--container-log-dir",
-            logs.join("containers").to_str().unwrap(),
-        ] {
-            args.push(extra.to_owned());
-        }
-        let mut agent = Agent {
-            child: None,
-            dir,
-            args,
-        };
-        agent.launch();
-        agent
-    }
-
-    fn launch(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("agent.log"))
-            .unwrap();
-        self.child = Some(
-            Command::new(bin_dir().join("skiffd"))
-                .arg("agent")
-                .args(&self.args)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Run `skiffd agent` to completion (it should fail before joining) and return what it said.
 fn agent_fails(args: &[&str]) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(bin_dir().join("skiffd"));

@@ -370,28 +370,107 @@ impl Drop for Cluster {
     }
 }
 
+/// A `skiffd agent` process joining `cluster` with `join_args`.
+pub struct Agent {
+    /// The agent's data directory.
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+    args: Vec<String>,
+}
+
+impl Agent {
+    /// Start `skiffd agent` with `join_args` (e.g. `--kubeconfig <admin>`) as node `node`.
+    pub fn start(join_args: &[String], node: &str) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let testapp = bin_dir().join("skiff-testapp").display().to_string();
+        let logs = dir.path().join("logs");
+        let mut args: Vec<String> = join_args.to_vec();
+        for extra in [
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--runtime",
+            "process",
+            "--node-name",
+            node,
+            "--node-ip",
+            "127.0.0.1",
+            "--agent-port",
+            "0",
+            "--image-alias",
+            &format!("skiff-testapp={testapp}"),
+            "--pod-log-dir",
+            logs.join("pods").to_str().unwrap(),
+            "--container-log-dir",
+            logs.join("containers").to_str().unwrap(),
+        ] {
+            args.push(extra.to_owned());
+        }
+        let mut agent = Agent {
+            child: None,
+            dir,
+            args,
+        };
+        agent.launch();
+        agent
+    }
+
+    /// Start the (stopped) agent process again.
+    pub fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("agent.log"))
+            .unwrap();
+        self.child = Some(
+            Command::new(bin_dir().join("skiffd"))
+                .arg("agent")
+                .args(&self.args)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+    }
+
+    /// The agent's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    /// Stop the agent with SIGTERM (its pods keep running, as kubelet's do).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Agent {
+    /// Kill the agent at once (SIGKILL), as a crashed node.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+        kill_process_workloads(&self.dir.path().join("agent/process/containers"));
+    }
+}
+
+/// Run `skiffd agent` to completion (it should fail before joining) and return what it said.
 impl Cluster {
     /// Stop what the agent started (containers keep running when an agent stops, as kubelet's
     /// do): process-runtime shims and processes under the data dir, and this node's Docker
     /// containers.
     pub fn remove_workloads(&self) {
-        let containers = self.dir.path().join("agent/process/containers");
-        for entry in std::fs::read_dir(&containers)
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            for file in ["pid", "shim.pid"] {
-                if let Some(pid) = std::fs::read_to_string(entry.path().join(file))
-                    .ok()
-                    .and_then(|p| p.trim().parse::<i32>().ok())
-                {
-                    let pid = nix::unistd::Pid::from_raw(pid);
-                    let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
-                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-                }
-            }
-        }
+        kill_process_workloads(&self.dir.path().join("agent/process/containers"));
         if let Ok(out) = Command::new("docker")
             .args([
                 "ps",
@@ -411,6 +490,26 @@ impl Cluster {
                     .arg("-f")
                     .args(&ids)
                     .output();
+            }
+        }
+    }
+}
+
+/// Kill the shims and processes of a process-runtime agent's containers.
+fn kill_process_workloads(containers: &Path) {
+    for entry in std::fs::read_dir(containers)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for file in ["pid", "shim.pid"] {
+            if let Some(pid) = std::fs::read_to_string(entry.path().join(file))
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+            {
+                let pid = nix::unistd::Pid::from_raw(pid);
+                let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
             }
         }
     }

@@ -3,8 +3,10 @@
 //! that works here works for a kube-rs operator on Skiff.
 
 pub mod certificates;
+mod daemonset;
 mod deployment;
 mod garbage_collector;
+mod history;
 mod informers;
 mod metrics;
 mod namespace;
@@ -71,6 +73,24 @@ pub fn start(
         informers.deployments.subscribe(),
         informers.replicasets.subscribe(),
         informers.pods.subscribe(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+
+    let ds_ctx = Arc::new(daemonset::Ctx {
+        client: client.clone(),
+        daemonsets: informers.daemonsets.cache(),
+        pods: informers.pods.cache(),
+        nodes: informers.nodes.cache(),
+        revisions: informers.revisions.cache(),
+        events: recorder("daemonset-controller"),
+        expectations: Default::default(),
+    });
+    tasks.spawn(daemonset::run(
+        ds_ctx,
+        informers.daemonsets.subscribe(),
+        informers.pods.subscribe(),
+        informers.nodes.subscribe(),
         metrics.clone(),
         shutdown.clone(),
     ));

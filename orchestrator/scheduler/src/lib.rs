@@ -9,7 +9,7 @@
 //! when nodes or pods change (after a backoff of 1 s doubling to 10 s) or every minute.
 
 mod filters;
-mod matching;
+pub mod matching;
 mod metrics;
 mod resources;
 mod scores;

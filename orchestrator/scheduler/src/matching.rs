@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use crate::snapshot::{NodeInfo, PlacedPod};
 
 /// Whether `toleration` tolerates `taint` (upstream's `ToleratesTaint`).
-pub(crate) fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
+pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
     if let Some(effect) = toleration.effect.as_deref().filter(|e| !e.is_empty())
         && effect != taint.effect
     {
@@ -33,7 +33,7 @@ pub(crate) fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
 }
 
 /// The pod's tolerations.
-pub(crate) fn tolerations(pod: &Pod) -> &[Toleration] {
+pub fn tolerations(pod: &Pod) -> &[Toleration] {
     pod.spec
         .as_ref()
         .and_then(|s| s.tolerations.as_deref())
@@ -41,7 +41,7 @@ pub(crate) fn tolerations(pod: &Pod) -> &[Toleration] {
 }
 
 /// The node's taints.
-pub(crate) fn taints(node: &Node) -> &[Taint] {
+pub fn taints(node: &Node) -> &[Taint] {
     node.spec
         .as_ref()
         .and_then(|s| s.taints.as_deref())
@@ -75,7 +75,7 @@ fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool
 
 /// A node selector term: every expression on labels and every field (`metadata.name`) holds.
 /// An empty term matches nothing, as upstream.
-pub(crate) fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
+pub fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
     let exprs = term.match_expressions.as_deref().unwrap_or_default();
     let fields = term.match_fields.as_deref().unwrap_or_default();
     if exprs.is_empty() && fields.is_empty() {
@@ -94,7 +94,7 @@ pub(crate) fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
 }
 
 /// nodeSelector and required node affinity (upstream's NodeAffinity filter).
-pub(crate) fn node_affinity_matches(pod: &Pod, node: &Node) -> bool {
+pub fn node_affinity_matches(pod: &Pod, node: &Node) -> bool {
     let Some(spec) = pod.spec.as_ref() else {
         return true;
     };

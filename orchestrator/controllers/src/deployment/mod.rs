@@ -3,7 +3,7 @@
 //! keeps revisions (`deployment.kubernetes.io/revision`, reused on undo), honours pause, trims
 //! history to revisionHistoryLimit, and reports the status `kubectl rollout status` reads.
 
-mod revisions;
+pub(crate) mod revisions;
 mod rollout;
 mod status;
 
