@@ -545,3 +545,141 @@ fn daemonset_follows_nodes_and_rolls_out() {
     });
     drop(agent);
 }
+
+fn job(name: &str, spec: &str, command: &str) -> String {
+    format!(
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {{name: {name}}}\nspec:\n{spec}  template:\n    spec:\n      restartPolicy: Never\n      terminationGracePeriodSeconds: 1\n      containers: [{{name: c, image: sleeper, command: {command}}}]\n"
+    )
+}
+
+fn job_condition(cluster: &Cluster, name: &str, timeout: u64) -> (String, Value) {
+    wait_for(
+        Duration::from_secs(timeout),
+        &format!("job {name} finishes"),
+        || {
+            let j = json(cluster, &["get", "job", name]);
+            let done = j["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| {
+                    (c["type"] == "Complete" || c["type"] == "Failed") && c["status"] == "True"
+                })?;
+            Some((done["type"].as_str()?.to_owned(), j))
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\n{}",
+            cluster.kubectl(&["get", "pods", "-o", "wide"]).all()
+        )
+    })
+}
+
+#[test]
+fn jobs_complete_fail_and_expire() {
+    let cluster = Cluster::start().expect("skiffd starts");
+    let apply = |yaml: &str| {
+        cluster
+            .kubectl_in(&["apply", "-f", "-"], Some(yaml))
+            .expect_ok("created");
+    };
+    // completions=5, parallelism=2: never more than two at once, five successes.
+    apply(&job(
+        "five",
+        "  completions: 5\n  parallelism: 2\n",
+        "[sleep, '1']",
+    ));
+    let mut most = 0;
+    let (kind, j) = wait_for(Duration::from_secs(120), "five completions", || {
+        let pods = json(&cluster, &["get", "pods", "-l", "job-name=five"]);
+        let running = pods["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["status"]["phase"] != "Succeeded" && p["status"]["phase"] != "Failed")
+            .count();
+        most = most.max(running);
+        let j = json(&cluster, &["get", "job", "five"]);
+        let done = j["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "Complete")?;
+        Some((done["type"].as_str()?.to_owned(), j))
+    })
+    .unwrap();
+    assert_eq!(kind, "Complete");
+    assert_eq!(j["status"]["succeeded"], 5);
+    assert!(j["status"]["completionTime"].is_string());
+    assert!(most <= 2, "{most} pods ran at once with parallelism 2");
+    cluster
+        .kubectl(&[
+            "wait",
+            "--for=condition=complete",
+            "job/five",
+            "--timeout=5s",
+        ])
+        .expect_ok("condition met");
+
+    // Indexed: each index succeeds once and is reported.
+    apply(&job(
+        "idx",
+        "  completions: 3\n  parallelism: 3\n  completionMode: Indexed\n",
+        "[sh, -c, 'test -n \"$JOB_COMPLETION_INDEX\"']",
+    ));
+    let (kind, j) = job_condition(&cluster, "idx", 120);
+    assert_eq!(kind, "Complete", "{j}");
+    assert_eq!(j["status"]["completedIndexes"], "0-2");
+
+    // backoffLimit 0: one failure fails the job.
+    apply(&job("bad", "  backoffLimit: 0\n", "[sh, -c, 'exit 3']"));
+    let (kind, j) = job_condition(&cluster, "bad", 120);
+    assert_eq!(kind, "Failed");
+    let reason = j["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Failed")
+        .unwrap()["reason"]
+        .clone();
+    assert_eq!(reason, "BackoffLimitExceeded");
+
+    // activeDeadlineSeconds: a pod that runs too long fails the job and is stopped.
+    apply(&job(
+        "slow",
+        "  activeDeadlineSeconds: 3\n",
+        "[sleep, '300']",
+    ));
+    let (kind, j) = job_condition(&cluster, "slow", 120);
+    assert_eq!(kind, "Failed");
+    let reason = j["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Failed")
+        .unwrap()["reason"]
+        .clone();
+    assert_eq!(reason, "DeadlineExceeded");
+    assert_eq!(j["status"]["active"], 0);
+
+    // ttlSecondsAfterFinished: the finished job and its pods are deleted.
+    apply(&job("brief", "  ttlSecondsAfterFinished: 2\n", "['true']"));
+    wait_for(
+        Duration::from_secs(90),
+        "job brief deleted after its TTL",
+        || {
+            cluster
+                .kubectl(&["get", "job", "brief"])
+                .stderr
+                .contains("NotFound")
+                .then_some(())
+        },
+    )
+    .unwrap();
+    wait_gone(
+        &cluster,
+        &["get", "pods", "-l", "job-name=brief"],
+        "its pods collected",
+    );
+}

@@ -8,6 +8,7 @@ mod deployment;
 mod garbage_collector;
 mod history;
 mod informers;
+mod job;
 mod metrics;
 mod namespace;
 mod replicaset;
@@ -91,6 +92,21 @@ pub fn start(
         informers.daemonsets.subscribe(),
         informers.pods.subscribe(),
         informers.nodes.subscribe(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+
+    let job_ctx = Arc::new(job::Ctx {
+        client: client.clone(),
+        jobs: informers.jobs.cache(),
+        pods: informers.pods.cache(),
+        events: recorder("job-controller"),
+        expectations: Default::default(),
+    });
+    tasks.spawn(job::run(
+        job_ctx,
+        informers.jobs.subscribe(),
+        informers.pods.subscribe(),
         metrics.clone(),
         shutdown.clone(),
     ));
