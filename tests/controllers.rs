@@ -683,3 +683,68 @@ fn jobs_complete_fail_and_expire() {
         "its pods collected",
     );
 }
+
+#[test]
+fn cronjob_runs_on_schedule_with_forbid() {
+    let cluster = Cluster::start().expect("skiffd starts");
+    // Every minute; each run lasts longer than a minute, so Forbid skips the next time.
+    let cj = "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: tick}\nspec:\n  schedule: '* * * * *'\n  concurrencyPolicy: Forbid\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          terminationGracePeriodSeconds: 1\n          containers: [{name: c, image: sleeper, command: [sleep, '70']}]\n";
+    cluster
+        .kubectl_in(&["apply", "-f", "-"], Some(cj))
+        .expect_ok("cronjob.batch/tick created");
+    let jobs = |cluster: &Cluster| -> Vec<Value> {
+        json(cluster, &["get", "jobs"])["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let first = wait_for(Duration::from_secs(75), "the first scheduled job", || {
+        jobs(&cluster).first().cloned()
+    })
+    .unwrap();
+    let scheduled =
+        first["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    assert!(
+        scheduled.ends_with(":00Z"),
+        "scheduled on a minute boundary: {scheduled}"
+    );
+    assert_eq!(first["metadata"]["ownerReferences"][0]["kind"], "CronJob");
+    let cj = json(&cluster, &["get", "cronjob", "tick"]);
+    assert_eq!(cj["status"]["lastScheduleTime"], scheduled.as_str());
+    assert_eq!(cj["status"]["active"][0]["name"], first["metadata"]["name"]);
+
+    // The next minute comes while the first job still runs: skipped, said in an event.
+    wait_for(Duration::from_secs(75), "the Forbid skip", || {
+        let events = cluster.kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=JobAlreadyActive",
+            "-o",
+            "name",
+        ]);
+        (!events.stdout.trim().is_empty()).then_some(())
+    })
+    .unwrap();
+    assert_eq!(jobs(&cluster).len(), 1, "Forbid let a second job start");
+
+    // Once the first finishes, the following minute starts the second.
+    wait_for(Duration::from_secs(150), "the second job", || {
+        (jobs(&cluster).len() == 2).then_some(())
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\n{}",
+            cluster.kubectl(&["get", "jobs,cronjobs,events"]).all()
+        )
+    });
+    wait_for(Duration::from_secs(30), "lastSuccessfulTime", || {
+        json(&cluster, &["get", "cronjob", "tick"])["status"]["lastSuccessfulTime"]
+            .is_string()
+            .then_some(())
+    })
+    .unwrap();
+}

@@ -3,6 +3,7 @@
 //! that works here works for a kube-rs operator on Skiff.
 
 pub mod certificates;
+mod cronjob;
 mod daemonset;
 mod deployment;
 mod garbage_collector;
@@ -21,6 +22,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use certificates::CertificateAuthority;
+pub use cronjob::{Clock, SystemClock};
 pub use metrics::ControllerMetrics;
 
 /// What the controllers need beyond an API client.
@@ -28,6 +30,8 @@ pub use metrics::ControllerMetrics;
 pub struct ControllersConfig {
     /// The cluster CA; without it the CSR signer does not run (approval still does).
     pub ca: Option<CertificateAuthority>,
+    /// The controllers' clock (the system clock when `None`); tests substitute their own.
+    pub clock: Option<Arc<dyn Clock>>,
 }
 
 /// The running controllers.
@@ -107,6 +111,24 @@ pub fn start(
         job_ctx,
         informers.jobs.subscribe(),
         informers.pods.subscribe(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+
+    let cron_ctx = Arc::new(cronjob::Ctx {
+        client: client.clone(),
+        cronjobs: informers.cronjobs.cache(),
+        jobs: informers.jobs.cache(),
+        events: recorder("cronjob-controller"),
+        clock: config
+            .clock
+            .clone()
+            .unwrap_or_else(|| Arc::new(cronjob::SystemClock)),
+    });
+    tasks.spawn(cronjob::run(
+        cron_ctx,
+        informers.cronjobs.subscribe(),
+        informers.jobs.subscribe(),
         metrics.clone(),
         shutdown.clone(),
     ));

@@ -146,6 +146,7 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
                 cert_pem: pki.ca.cert_pem.clone(),
                 key_pem: pki.ca.key_pem.clone(),
             }),
+            clock: None,
         },
         controller_metrics,
         shutdown.clone(),
