@@ -748,3 +748,130 @@ fn cronjob_runs_on_schedule_with_forbid() {
     })
     .unwrap();
 }
+
+fn pod_nodes(cluster: &Cluster, app: &str) -> Vec<String> {
+    let pods = json(cluster, &["get", "pods", "-l", &format!("app={app}")]);
+    pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| {
+            p["metadata"]["deletionTimestamp"].is_null() && p["status"]["phase"] == "Running"
+        })
+        .map(|p| {
+            p["spec"]["nodeName"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn drain_and_a_lost_node_move_pods() {
+    let cluster = Cluster::start_with(&[
+        "--node-monitor-grace-period-secs",
+        "5",
+        "--default-unreachable-toleration-seconds",
+        "3",
+    ])
+    .expect("skiffd starts");
+    let a = cluster.node.clone();
+    let b = format!("{a}-b");
+    let kubeconfig = cluster.kubeconfig.display().to_string();
+    let mut agent = skiff_e2e::Agent::start(&["--kubeconfig".into(), kubeconfig], &b);
+    wait_for(Duration::from_secs(60), "the second node Ready", || {
+        let out = cluster.kubectl(&[
+            "get",
+            "node",
+            &b,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ]);
+        (out.stdout == "True").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    // Admission gave every pod the shortened unreachable toleration.
+    cluster
+        .kubectl_in(
+            &["apply", "-f", "-"],
+            Some(&deployment("web", 2, "{type: RollingUpdate}")),
+        )
+        .expect_ok("created");
+    rollout_done(&cluster, "web");
+    let pod = json(&cluster, &["get", "pods", "-l", "app=web"])["items"][0].clone();
+    let tolerations = pod["spec"]["tolerations"].as_array().unwrap();
+    assert!(
+        tolerations
+            .iter()
+            .any(|t| t["key"] == "node.kubernetes.io/unreachable" && t["tolerationSeconds"] == 3),
+        "{pod}"
+    );
+
+    // Drain evicts everything from the first node; the pods come back on the second.
+    cluster
+        .kubectl(&["drain", &a, "--ignore-daemonsets", "--timeout=90s"])
+        .expect_ok(&format!("node/{a} drained"));
+    wait_for(
+        Duration::from_secs(90),
+        "both pods on the second node",
+        || {
+            let nodes = pod_nodes(&cluster, "web");
+            (nodes.len() == 2 && nodes.iter().all(|n| *n == b)).then_some(())
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\n{}",
+            cluster.kubectl(&["get", "pods", "-o", "wide"]).all()
+        )
+    });
+    cluster
+        .kubectl(&["get", "node", &a])
+        .expect_ok("SchedulingDisabled");
+    cluster.kubectl(&["uncordon", &a]).expect_ok("uncordoned");
+
+    // The second node dies: it goes Unknown and unreachable, its pods are evicted after the
+    // toleration, and the Deployment runs them on the first node again.
+    agent.kill9();
+    wait_for(
+        Duration::from_secs(60),
+        "the lost node marked unreachable",
+        || {
+            let node = json(&cluster, &["get", "node", &b]);
+            let ready = node["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Ready")?["status"]
+                .clone();
+            let tainted = node["spec"]["taints"].as_array()?.iter().any(|t| {
+                t["key"] == "node.kubernetes.io/unreachable" && t["effect"] == "NoExecute"
+            });
+            (ready == "Unknown" && tainted).then_some(())
+        },
+    )
+    .unwrap();
+    wait_for(
+        Duration::from_secs(90),
+        "pods rescheduled to the first node",
+        || {
+            let nodes = pod_nodes(&cluster, "web");
+            (nodes.len() == 2 && nodes.iter().all(|n| *n == a)).then_some(())
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\n{}",
+            cluster.kubectl(&["get", "pods", "-o", "wide"]).all()
+        )
+    });
+    let events = cluster.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=TaintManagerEviction",
+        "-o",
+        "name",
+    ]);
+    assert!(!events.stdout.trim().is_empty(), "{}", events.all());
+}

@@ -98,6 +98,11 @@ pub(crate) async fn prepare_create(
     }
     match info.kind.as_str() {
         "Job" => job_selector(&mut obj, &uid),
+        "Pod" => default_tolerations(
+            &mut obj,
+            state.serving().default_not_ready_toleration_seconds,
+            state.serving().default_unreachable_toleration_seconds,
+        ),
         "Service" => allocate_service_addresses(state, &mut obj, None).await?,
         _ => {}
     }
@@ -224,6 +229,44 @@ fn spec_changed(old: &Value, new: &Value) -> bool {
         v
     };
     strip(old) != strip(new)
+}
+
+/// Every pod tolerates a not-ready or unreachable node for a while before it is evicted,
+/// unless it says otherwise (upstream's DefaultTolerationSeconds admission plugin).
+fn default_tolerations(pod: &mut Value, not_ready: i64, unreachable: i64) {
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
+    let Some(list) = tolerations.as_array_mut() else {
+        return;
+    };
+    for (key, seconds) in [
+        ("node.kubernetes.io/not-ready", not_ready),
+        ("node.kubernetes.io/unreachable", unreachable),
+    ] {
+        // A toleration of this key for NoExecute (or any effect) is the pod's own choice.
+        let present = list.iter().any(|t| {
+            t.get("key").and_then(Value::as_str) == Some(key)
+                && matches!(
+                    t.get("effect").and_then(Value::as_str),
+                    None | Some("") | Some("NoExecute")
+                )
+        }) || list.iter().any(|t| {
+            t.get("operator").and_then(Value::as_str) == Some("Exists")
+                && t.get("key")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .is_empty()
+                && matches!(
+                    t.get("effect").and_then(Value::as_str),
+                    None | Some("") | Some("NoExecute")
+                )
+        });
+        if !present {
+            list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": seconds}));
+        }
+    }
 }
 
 /// Jobs select their pods by a label holding the job's uid, set by the server unless
@@ -415,6 +458,27 @@ mod tests {
         assert_eq!(n.len(), 9);
         assert!(n.starts_with("web-"));
         assert!(n[4..].bytes().all(|b| SUFFIX_ALPHABET.contains(&b)));
+    }
+
+    #[test]
+    fn pods_get_default_toleration_seconds_unless_they_choose() {
+        let mut pod = json!({"spec": {"containers": []}});
+        default_tolerations(&mut pod, 300, 200);
+        let t = &pod["spec"]["tolerations"];
+        assert_eq!(t[0]["key"], "node.kubernetes.io/not-ready");
+        assert_eq!(t[0]["tolerationSeconds"], 300);
+        assert_eq!(t[1]["key"], "node.kubernetes.io/unreachable");
+        assert_eq!(t[1]["tolerationSeconds"], 200);
+        let mut own = json!({"spec": {"tolerations": [
+            {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}
+        ]}});
+        default_tolerations(&mut own, 300, 300);
+        let t = own["spec"]["tolerations"].as_array().unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0]["tolerationSeconds"], 5);
+        let mut all = json!({"spec": {"tolerations": [{"operator": "Exists"}]}});
+        default_tolerations(&mut all, 300, 300);
+        assert_eq!(all["spec"]["tolerations"].as_array().unwrap().len(), 1);
     }
 
     #[test]

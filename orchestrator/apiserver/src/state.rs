@@ -23,6 +23,11 @@ pub struct ServingConfig {
     pub bookmark_interval: Duration,
     /// `/version` gitVersion.
     pub git_version: String,
+    /// tolerationSeconds given to every pod for the `node.kubernetes.io/not-ready` and
+    /// `node.kubernetes.io/unreachable` NoExecute taints (upstream's DefaultTolerationSeconds
+    /// admission, 300 s each).
+    pub default_not_ready_toleration_seconds: i64,
+    pub default_unreachable_toleration_seconds: i64,
 }
 
 impl Default for ServingConfig {
@@ -32,6 +37,8 @@ impl Default for ServingConfig {
             max_watch: Duration::from_secs(1800),
             bookmark_interval: Duration::from_secs(60),
             git_version: crate::KUBERNETES_VERSION.to_owned(),
+            default_not_ready_toleration_seconds: 300,
+            default_unreachable_toleration_seconds: 300,
         }
     }
 }

@@ -12,6 +12,7 @@ mod informers;
 mod job;
 mod metrics;
 mod namespace;
+mod node_lifecycle;
 mod replicaset;
 mod runner;
 mod workload;
@@ -32,6 +33,8 @@ pub struct ControllersConfig {
     pub ca: Option<CertificateAuthority>,
     /// The controllers' clock (the system clock when `None`); tests substitute their own.
     pub clock: Option<Arc<dyn Clock>>,
+    /// How long a node may go without a heartbeat before it is Unknown (40 s when `None`).
+    pub node_monitor_grace_period: Option<std::time::Duration>,
 }
 
 /// The running controllers.
@@ -111,6 +114,26 @@ pub fn start(
         job_ctx,
         informers.jobs.subscribe(),
         informers.pods.subscribe(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+
+    let clock: Arc<dyn Clock> = config
+        .clock
+        .clone()
+        .unwrap_or_else(|| Arc::new(cronjob::SystemClock));
+    let lifecycle_ctx = Arc::new(node_lifecycle::Ctx {
+        client: client.clone(),
+        nodes: informers.nodes.cache(),
+        pods: informers.pods.cache(),
+        events: recorder("node-controller"),
+        clock: clock.clone(),
+        grace: config
+            .node_monitor_grace_period
+            .unwrap_or(std::time::Duration::from_secs(40)),
+    });
+    tasks.spawn(node_lifecycle::run(
+        lifecycle_ctx,
         metrics.clone(),
         shutdown.clone(),
     ));

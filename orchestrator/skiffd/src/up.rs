@@ -48,6 +48,17 @@ pub(crate) struct UpArgs {
     /// …and every revision younger than this many seconds.
     #[arg(long, default_value_t = 300)]
     store_retention_secs: u64,
+    /// Seconds a node may go without a heartbeat before it is marked Unknown and tainted
+    /// unreachable (kube-controller-manager's --node-monitor-grace-period).
+    #[arg(long, default_value_t = 40)]
+    node_monitor_grace_period_secs: u64,
+    /// tolerationSeconds every pod gets for the not-ready NoExecute taint (kube-apiserver's
+    /// --default-not-ready-toleration-seconds).
+    #[arg(long, default_value_t = 300)]
+    default_not_ready_toleration_seconds: i64,
+    /// tolerationSeconds every pod gets for the unreachable NoExecute taint.
+    #[arg(long, default_value_t = 300)]
+    default_unreachable_toleration_seconds: i64,
     /// Do not start a node agent (`skiffd up` only).
     #[arg(long)]
     no_agent: bool,
@@ -122,7 +133,11 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
             .then(|| skiff_agent::detect_node_ip().parse().ok())
             .flatten()
     });
-    config.serving = ServingConfig::default();
+    config.serving = ServingConfig {
+        default_not_ready_toleration_seconds: args.default_not_ready_toleration_seconds,
+        default_unreachable_toleration_seconds: args.default_unreachable_toleration_seconds,
+        ..ServingConfig::default()
+    };
     let apiserver = skiff_apiserver::start(
         config,
         store.clone() as Arc<dyn skiff_store::Store>,
@@ -147,6 +162,9 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
                 key_pem: pki.ca.key_pem.clone(),
             }),
             clock: None,
+            node_monitor_grace_period: Some(Duration::from_secs(
+                args.node_monitor_grace_period_secs.max(1),
+            )),
         },
         controller_metrics,
         shutdown.clone(),
