@@ -712,9 +712,14 @@ fn cronjob_runs_on_schedule_with_forbid() {
         "scheduled on a minute boundary: {scheduled}"
     );
     assert_eq!(first["metadata"]["ownerReferences"][0]["kind"], "CronJob");
-    let cj = json(&cluster, &["get", "cronjob", "tick"]);
-    assert_eq!(cj["status"]["lastScheduleTime"], scheduled.as_str());
-    assert_eq!(cj["status"]["active"][0]["name"], first["metadata"]["name"]);
+    // The status follows the Job's creation.
+    wait_for(Duration::from_secs(30), "status of the first run", || {
+        let cj = json(&cluster, &["get", "cronjob", "tick"]);
+        (cj["status"]["lastScheduleTime"] == scheduled.as_str()
+            && cj["status"]["active"][0]["name"] == first["metadata"]["name"])
+            .then_some(())
+    })
+    .unwrap();
 
     // The next minute comes while the first job still runs: skipped, said in an event.
     wait_for(Duration::from_secs(75), "the Forbid skip", || {
@@ -874,4 +879,107 @@ fn drain_and_a_lost_node_move_pods() {
         "name",
     ]);
     assert!(!events.stdout.trim().is_empty(), "{}", events.all());
+}
+
+#[test]
+fn statefulset_orders_pods_and_updates_from_the_top() {
+    let cluster = Cluster::start().expect("skiffd starts");
+    let sts = "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db}\nspec:\n  serviceName: db\n  replicas: 3\n  selector: {matchLabels: {app: db}}\n  template:\n    metadata: {labels: {app: db}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: c\n        image: sleeper\n        command: [sleep, '300']\n        readinessProbe: {exec: {command: ['true']}, initialDelaySeconds: 1, periodSeconds: 1}\n";
+    cluster
+        .kubectl_in(&["apply", "-f", "-"], Some(sts))
+        .expect_ok("statefulset.apps/db created");
+    cluster
+        .kubectl(&["rollout", "status", "sts/db", "--timeout=90s"])
+        .expect_ok("");
+    // OrderedReady: each pod was created after the previous one was Ready.
+    let pods = json(&cluster, &["get", "pods", "-l", "app=db"]);
+    let mut created: Vec<(String, String, String)> = pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let ready_at = p["status"]["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == "Ready")
+                .unwrap()["lastTransitionTime"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            (
+                p["metadata"]["name"].as_str().unwrap().to_owned(),
+                p["metadata"]["creationTimestamp"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+                ready_at,
+            )
+        })
+        .collect();
+    created.sort();
+    let names: Vec<&str> = created.iter().map(|c| c.0.as_str()).collect();
+    assert_eq!(names, ["db-0", "db-1", "db-2"]);
+    for w in created.windows(2) {
+        assert!(
+            w[1].1 >= w[0].2,
+            "{} created before {} was Ready: {created:?}",
+            w[1].0,
+            w[0].0
+        );
+    }
+    let pod = json(&cluster, &["get", "pod", "db-1"]);
+    assert_eq!(pod["spec"]["hostname"], "db-1");
+    assert_eq!(pod["spec"]["subdomain"], "db");
+
+    // A partitioned update touches only ordinals at or above the partition.
+    cluster
+        .kubectl(&[
+            "patch",
+            "sts",
+            "db",
+            "-p",
+            "{\"spec\":{\"updateStrategy\":{\"rollingUpdate\":{\"partition\":2}}}}",
+        ])
+        .expect_ok("patched");
+    cluster
+        .kubectl(&["set", "env", "sts/db", "V=2"])
+        .expect_ok("env updated");
+    cluster
+        .kubectl(&["rollout", "status", "sts/db", "--timeout=90s"])
+        .expect_ok("partitioned roll out complete");
+    let hash = |pod: &str| {
+        json(&cluster, &["get", "pod", pod])["metadata"]["labels"]["controller-revision-hash"]
+            .clone()
+    };
+    assert_ne!(hash("db-2"), hash("db-1"));
+    assert_eq!(hash("db-0"), hash("db-1"));
+    // Partition 0 finishes the rollout, highest first; revisions are recorded.
+    cluster
+        .kubectl(&[
+            "patch",
+            "sts",
+            "db",
+            "-p",
+            "{\"spec\":{\"updateStrategy\":{\"rollingUpdate\":{\"partition\":0}}}}",
+        ])
+        .expect_ok("patched");
+    cluster
+        .kubectl(&["rollout", "status", "sts/db", "--timeout=120s"])
+        .expect_ok("partitioned roll out complete: 3 new pods have been updated");
+    assert_eq!(hash("db-0"), hash("db-2"));
+    cluster
+        .kubectl(&["rollout", "history", "sts/db"])
+        .expect_ok("REVISION");
+
+    // Scale down removes the highest ordinal.
+    cluster
+        .kubectl(&["scale", "sts/db", "--replicas=2"])
+        .expect_ok("scaled");
+    wait_gone(
+        &cluster,
+        &["get", "pods", "--field-selector", "metadata.name=db-2"],
+        "db-2 removed",
+    );
+    cluster.kubectl(&["get", "pod", "db-1"]).expect_ok("db-1");
 }

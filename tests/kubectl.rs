@@ -13,6 +13,9 @@ metadata:
   name: web
   labels: {app: web}
 spec:
+  # Paused: this test checks how kubectl prints and edits a Deployment, so no rollout starts
+  # (tests/controllers.rs covers rollouts).
+  paused: true
   replicas: 2
   selector:
     matchLabels: {app: web}

@@ -12,6 +12,8 @@ metadata:
   name: web
   labels: {app: web}
 spec:
+  # Paused: this test checks printing and editing, so no rollout starts.
+  paused: true
   replicas: 2
   selector:
     matchLabels: {app: web}
@@ -83,7 +85,7 @@ fn skiff_drives_the_api_server() {
         "deploy",
         "web",
         "-p",
-        r#"{"spec":{"paused":true}}"#,
+        r#"{"spec":{"minReadySeconds":5}}"#,
     ])
     .expect_ok("^deployment.apps/web patched$");
     s(&[
@@ -91,9 +93,9 @@ fn skiff_drives_the_api_server() {
         "deploy",
         "web",
         "-o",
-        "jsonpath={.spec.replicas} {.spec.paused}",
+        "jsonpath={.spec.replicas} {.spec.paused} {.spec.minReadySeconds}",
     ])
-    .expect_ok("^1 true$");
+    .expect_ok("^1 true 5$");
     s(&["describe", "deploy", "web"])
         .expect_ok(r"^Name: +web$")
         .expect_ok(r"^Replicas: +1 desired")

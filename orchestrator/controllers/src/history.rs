@@ -29,7 +29,7 @@ fn data(template: &PodTemplateSpec) -> Value {
     json!({"spec": {"template": t}})
 }
 
-fn template_of(rev: &ControllerRevision) -> Option<PodTemplateSpec> {
+pub(crate) fn template_of(rev: &ControllerRevision) -> Option<PodTemplateSpec> {
     let mut t = rev.data.as_ref()?.0.pointer("/spec/template")?.clone();
     if let Some(obj) = t.as_object_mut() {
         obj.remove("$patch");

@@ -15,6 +15,7 @@ mod namespace;
 mod node_lifecycle;
 mod replicaset;
 mod runner;
+mod statefulset;
 mod workload;
 
 use std::sync::Arc;
@@ -99,6 +100,22 @@ pub fn start(
         informers.daemonsets.subscribe(),
         informers.pods.subscribe(),
         informers.nodes.subscribe(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+
+    let sts_ctx = Arc::new(statefulset::Ctx {
+        client: client.clone(),
+        statefulsets: informers.statefulsets.cache(),
+        pods: informers.pods.cache(),
+        revisions: informers.revisions.cache(),
+        events: recorder("statefulset-controller"),
+        expectations: Default::default(),
+    });
+    tasks.spawn(statefulset::run(
+        sts_ctx,
+        informers.statefulsets.subscribe(),
+        informers.pods.subscribe(),
         metrics.clone(),
         shutdown.clone(),
     ));

@@ -66,7 +66,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>, metrics: ControllerMetrics, shutdown: Can
                 failures += 1;
                 metrics.observe(NAME, "error", secs);
                 tracing::warn!(controller = NAME, error = %e, "node lifecycle pass failed");
-                PERIOD.saturating_mul(1 << failures.min(5))
+                PERIOD.saturating_mul(1 << failures.min(3))
             }
         };
         tokio::select! {
