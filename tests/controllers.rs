@@ -840,7 +840,7 @@ fn drain_and_a_lost_node_move_pods() {
     // toleration, and the Deployment runs them on the first node again.
     agent.kill9();
     wait_for(
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         "the lost node marked unreachable",
         || {
             let node = json(&cluster, &["get", "node", &b]);

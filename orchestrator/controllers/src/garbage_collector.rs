@@ -10,10 +10,9 @@
 //! with a live GET before anything is deleted.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::stream::BoxStream;
-use futures::{StreamExt, stream};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, PersistentVolumeClaim, Secret, Service, ServiceAccount,
@@ -83,7 +82,7 @@ pub(crate) struct Ctx {
 /// Run until `shutdown`; `changes` wakes the collector when any cached object changes.
 pub(crate) async fn run(
     ctx: Ctx,
-    changes: Vec<BoxStream<'static, ()>>,
+    changes: Arc<tokio::sync::Notify>,
     metrics: ControllerMetrics,
     shutdown: CancellationToken,
 ) {
@@ -92,12 +91,9 @@ pub(crate) async fn run(
         sources,
         ready,
     } = ctx;
-    let mut changes = stream::select_all(changes);
     tokio::select! {
         _ = shutdown.cancelled() => return,
         _ = ready => {}
-        // Keep the subscriptions drained while the caches fill.
-        _ = async { while changes.next().await.is_some() {} } => return,
     }
     let mut gc = Collector {
         client,
@@ -120,20 +116,16 @@ pub(crate) async fn run(
                 tracing::warn!(controller = NAME, error = %e, "garbage collection pass failed");
             }
         }
-        // Wait for a change (then let the burst settle), or the resync period.
+        // Wait for a change (then let the burst settle), or the resync period. Changes are
+        // coalesced wake-ups, so a long pass never holds the informers up.
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            c = changes.next() => if c.is_none() { break },
+            _ = changes.notified() => {}
             _ = tokio::time::sleep(RESYNC) => {}
         }
-        let settle = tokio::time::sleep(SETTLE);
-        tokio::pin!(settle);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = &mut settle => break,
-                c = changes.next() => if c.is_none() { return },
-            }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(SETTLE) => {}
         }
     }
     tracing::info!(controller = NAME, "controller stopped");
@@ -410,12 +402,4 @@ impl Collector {
         }
         out
     }
-}
-
-/// Wake-ups from an informer subscription.
-pub(crate) fn wake<S, T>(s: S) -> BoxStream<'static, ()>
-where
-    S: futures::Stream<Item = T> + Send + 'static,
-{
-    s.map(|_| ()).boxed()
 }

@@ -77,6 +77,8 @@ where
     index: Index<K>,
     writer: Option<Writer<K>>,
     subscribers: Vec<mpsc::Sender<Arc<K>>>,
+    /// Wake-ups that never block the watch (for readers that rescan the caches).
+    notifiers: Vec<Arc<tokio::sync::Notify>>,
 }
 
 /// What a controller reads: the cache and the owner index.
@@ -162,6 +164,7 @@ where
             index: Arc::default(),
             writer: Some(writer),
             subscribers: Vec::new(),
+            notifiers: Vec::new(),
         }
     }
 
@@ -179,6 +182,11 @@ where
         rx
     }
 
+    /// Wake `notify` on every change, without queueing: a slow reader cannot hold the watch up.
+    pub(crate) fn notify_on(&mut self, notify: Arc<tokio::sync::Notify>) {
+        self.notifiers.push(notify);
+    }
+
     fn start(
         &mut self,
         name: &'static str,
@@ -190,6 +198,7 @@ where
             return;
         };
         let mut subscribers = std::mem::take(&mut self.subscribers);
+        let notifiers = std::mem::take(&mut self.notifiers);
         let store = self.store.clone();
         let index = self.index.clone();
         let api = self.api.clone();
@@ -239,6 +248,11 @@ where
                             gone
                         }
                     };
+                    if !changed.is_empty() {
+                        for n in &notifiers {
+                            n.notify_one();
+                        }
+                    }
                     for obj in changed {
                         for tx in &mut subscribers {
                             let _ = tx.send(obj.clone()).await;

@@ -216,7 +216,7 @@ fn garbage_collector(
     metrics: &ControllerMetrics,
     shutdown: &CancellationToken,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
-    use garbage_collector::{source, wake};
+    use garbage_collector::source;
     let i = informers;
     let sources = vec![
         source(i.pods.cache()),
@@ -229,17 +229,16 @@ fn garbage_collector(
         source(i.cronjobs.cache()),
         source(i.revisions.cache()),
     ];
-    let changes = vec![
-        wake(i.pods.subscribe()),
-        wake(i.nodes.subscribe()),
-        wake(i.replicasets.subscribe()),
-        wake(i.deployments.subscribe()),
-        wake(i.daemonsets.subscribe()),
-        wake(i.statefulsets.subscribe()),
-        wake(i.jobs.subscribe()),
-        wake(i.cronjobs.subscribe()),
-        wake(i.revisions.subscribe()),
-    ];
+    let changes = Arc::new(tokio::sync::Notify::new());
+    i.pods.notify_on(changes.clone());
+    i.nodes.notify_on(changes.clone());
+    i.replicasets.notify_on(changes.clone());
+    i.deployments.notify_on(changes.clone());
+    i.daemonsets.notify_on(changes.clone());
+    i.statefulsets.notify_on(changes.clone());
+    i.jobs.notify_on(changes.clone());
+    i.cronjobs.notify_on(changes.clone());
+    i.revisions.notify_on(changes.clone());
     let (pods, nodes, rss, deps, dss, stss, jobs, cjs, revs) = (
         i.pods.cache(),
         i.nodes.cache(),
