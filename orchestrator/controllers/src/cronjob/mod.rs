@@ -102,8 +102,14 @@ fn schedule_of(cj: &CronJob) -> Result<(Schedule, TimeZone), String> {
     Ok((schedule, tz))
 }
 
-/// The decision for a CronJob at `now` with `active` unfinished Jobs.
-pub(crate) fn decide(cj: &CronJob, active: usize, now: Timestamp) -> Decision {
+/// The decision for a CronJob at `now` with `active` unfinished Jobs, the last scheduled time
+/// being `last` (from the status or, newer, from its Jobs).
+pub(crate) fn decide(
+    cj: &CronJob,
+    active: usize,
+    last: Option<Timestamp>,
+    now: Timestamp,
+) -> Decision {
     let Some(spec) = cj.spec.as_ref() else {
         return Decision::Wait(None);
     };
@@ -115,12 +121,8 @@ pub(crate) fn decide(cj: &CronJob, active: usize, now: Timestamp) -> Decision {
     if spec.suspend.unwrap_or(false) {
         return Decision::Wait(next);
     }
-    let since = cj
-        .status
-        .as_ref()
-        .and_then(|s| s.last_schedule_time.as_ref())
-        .or(cj.metadata.creation_timestamp.as_ref())
-        .map(|t| t.0)
+    let since = last
+        .or(cj.metadata.creation_timestamp.as_ref().map(|t| t.0))
         .unwrap_or(now);
     let (latest, count) = schedule.missed(since, now, &tz);
     let Some(at) = latest else {
@@ -259,12 +261,20 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, ReconcileE
         return Ok(Action::await_change());
     }
 
+    // The cached CronJob may predate our last status write; its Jobs say when it last ran, so
+    // the time never goes backwards (a stale read once erased lastScheduleTime).
+    let from_jobs = jobs
+        .iter()
+        .filter_map(|j| j.metadata.annotations.as_ref()?.get(SCHEDULED_AT))
+        .filter_map(|t| skiff_api::time::parse(t))
+        .max();
     let mut last_schedule = cj
         .status
         .as_ref()
         .and_then(|s| s.last_schedule_time.as_ref())
-        .map(|t| t.0);
-    let decision = decide(&cj, active.len(), now);
+        .map(|t| t.0)
+        .max(from_jobs);
+    let decision = decide(&cj, active.len(), last_schedule, now);
     let mut wake = None;
     match decision {
         Decision::Invalid(message) => {
@@ -381,6 +391,10 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn last_of(c: &CronJob) -> Option<Timestamp> {
+        c.status.as_ref()?.last_schedule_time.as_ref().map(|t| t.0)
+    }
+
     fn cj(schedule: &str, policy: &str, last: Option<&str>) -> CronJob {
         CronJob {
             metadata: ObjectMeta {
@@ -405,11 +419,11 @@ mod tests {
     fn a_clock_moving_forward_starts_jobs_on_schedule() {
         let c = cj("*/5 * * * *", "Allow", None);
         assert_eq!(
-            decide(&c, 0, at("2026-01-01T00:04:00Z")),
+            decide(&c, 0, last_of(&c), at("2026-01-01T00:04:00Z")),
             Decision::Wait(Some(at("2026-01-01T00:05:00Z")))
         );
         assert_eq!(
-            decide(&c, 0, at("2026-01-01T00:05:01Z")),
+            decide(&c, 0, last_of(&c), at("2026-01-01T00:05:01Z")),
             Decision::Start {
                 at: at("2026-01-01T00:05:00Z"),
                 replace: false
@@ -418,12 +432,12 @@ mod tests {
         // After recording it, the same time is not started again.
         let c = cj("*/5 * * * *", "Allow", Some("2026-01-01T00:05:00Z"));
         assert_eq!(
-            decide(&c, 1, at("2026-01-01T00:06:00Z")),
+            decide(&c, 1, last_of(&c), at("2026-01-01T00:06:00Z")),
             Decision::Wait(Some(at("2026-01-01T00:10:00Z")))
         );
         // Several missed: the latest runs.
         assert_eq!(
-            decide(&c, 0, at("2026-01-01T00:21:00Z")),
+            decide(&c, 0, last_of(&c), at("2026-01-01T00:21:00Z")),
             Decision::Start {
                 at: at("2026-01-01T00:20:00Z"),
                 replace: false
@@ -436,19 +450,39 @@ mod tests {
         let now = at("2026-01-01T00:10:30Z");
         let last = Some("2026-01-01T00:09:00Z");
         assert!(matches!(
-            decide(&cj("* * * * *", "Forbid", last), 1, now),
+            decide(
+                &cj("* * * * *", "Forbid", last),
+                1,
+                last_of(&cj("* * * * *", "Forbid", last)),
+                now
+            ),
             Decision::Skip("JobAlreadyActive", _, _)
         ));
         assert!(matches!(
-            decide(&cj("* * * * *", "Forbid", last), 0, now),
+            decide(
+                &cj("* * * * *", "Forbid", last),
+                0,
+                last_of(&cj("* * * * *", "Forbid", last)),
+                now
+            ),
             Decision::Start { replace: false, .. }
         ));
         assert!(matches!(
-            decide(&cj("* * * * *", "Replace", last), 1, now),
+            decide(
+                &cj("* * * * *", "Replace", last),
+                1,
+                last_of(&cj("* * * * *", "Replace", last)),
+                now
+            ),
             Decision::Start { replace: true, .. }
         ));
         assert!(matches!(
-            decide(&cj("* * * * *", "Allow", last), 3, now),
+            decide(
+                &cj("* * * * *", "Allow", last),
+                3,
+                last_of(&cj("* * * * *", "Allow", last)),
+                now
+            ),
             Decision::Start { replace: false, .. }
         ));
     }
@@ -458,27 +492,32 @@ mod tests {
         let mut c = cj("* * * * *", "Allow", Some("2026-01-01T00:00:00Z"));
         c.spec.as_mut().unwrap().suspend = Some(true);
         assert!(matches!(
-            decide(&c, 0, at("2026-01-01T00:10:00Z")),
+            decide(&c, 0, last_of(&c), at("2026-01-01T00:10:00Z")),
             Decision::Wait(_)
         ));
         let mut c = cj("0 * * * *", "Allow", Some("2026-01-01T00:00:00Z"));
         c.spec.as_mut().unwrap().starting_deadline_seconds = Some(60);
         assert!(matches!(
-            decide(&c, 0, at("2026-01-01T01:05:00Z")),
+            decide(&c, 0, last_of(&c), at("2026-01-01T01:05:00Z")),
             Decision::Skip("MissSchedule", _, _)
         ));
         assert!(matches!(
-            decide(&c, 0, at("2026-01-01T01:00:30Z")),
+            decide(&c, 0, last_of(&c), at("2026-01-01T01:00:30Z")),
             Decision::Start { .. }
         ));
         assert!(matches!(
-            decide(&cj("nope", "Allow", None), 0, at("2026-01-01T00:00:00Z")),
+            decide(
+                &cj("nope", "Allow", None),
+                0,
+                last_of(&cj("nope", "Allow", None)),
+                at("2026-01-01T00:00:00Z")
+            ),
             Decision::Invalid(_)
         ));
         let mut c = cj("* * * * *", "Allow", None);
         c.spec.as_mut().unwrap().time_zone = Some("Mars/Olympus".into());
         assert!(matches!(
-            decide(&c, 0, at("2026-01-01T00:00:00Z")),
+            decide(&c, 0, last_of(&c), at("2026-01-01T00:00:00Z")),
             Decision::Invalid(_)
         ));
     }
