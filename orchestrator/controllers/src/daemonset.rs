@@ -17,7 +17,6 @@ use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
     PodTemplateSpec, Toleration,
 };
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
@@ -407,20 +406,9 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Reconcil
         .as_ref()
         .map(|s| serde_json::to_value(s).unwrap_or_default())
         != Some(status.clone())
+        && !workload::write_status(&ctx.client, ds.as_ref(), &status).await?
     {
-        let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &ns);
-        match api
-            .patch_status(
-                &ds.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&json!({"status": status})),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Action::await_change()),
-            Err(e) => return Err(e.into()),
-        }
+        return Ok(Action::await_change());
     }
     if let Some(e) = failure {
         return Err(ReconcileError::Other(e));

@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{EnvVar, Pod};
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::DeleteParams;
 use kube::runtime::controller::{Action, Controller};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
@@ -378,20 +378,8 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ReconcileErro
     .iter()
     .any(|k| current.get(*k).unwrap_or(&json!(0)) != status.get(*k).unwrap_or(&json!(0)))
         || current.get("conditions").unwrap_or(&Value::Null) != &status["conditions"];
-    if changed {
-        let api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-        match api
-            .patch_status(
-                &job.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&json!({"status": status})),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Action::await_change()),
-            Err(e) => return Err(e.into()),
-        }
+    if changed && !workload::write_status(&ctx.client, job.as_ref(), &status).await? {
+        return Ok(Action::await_change());
     }
     if let Some(e) = failure {
         return Err(ReconcileError::Other(e));

@@ -9,7 +9,6 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
@@ -117,20 +116,11 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Reconci
         failure = manage(&ctx, &rs, &key, &pods_api, &active).await;
     }
     let (status, recheck) = status_of(&rs, &active, failure.as_ref());
-    if rs.metadata.deletion_timestamp.is_none() && status_changed(&rs, &status) {
-        let api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
-        match api
-            .patch_status(
-                &rs.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&json!({ "status": status })),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Action::await_change()),
-            Err(e) => return Err(e.into()),
-        }
+    if rs.metadata.deletion_timestamp.is_none()
+        && status_changed(&rs, &status)
+        && !workload::write_status(&ctx.client, rs.as_ref(), &status).await?
+    {
+        return Ok(Action::await_change());
     }
     if let Some(e) = failure {
         return Err(ReconcileError::Other(e));

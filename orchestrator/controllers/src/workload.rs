@@ -267,6 +267,34 @@ where
     }
 }
 
+/// Merge-patch `status` onto `obj`'s status subresource. `Ok(false)` when the object is gone
+/// (nothing left to report on).
+pub(crate) async fn write_status<K>(
+    client: &kube::Client,
+    obj: &K,
+    status: &Value,
+) -> Result<bool, kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
+    match api
+        .patch_status(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "status": status })),
+        )
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Create a pod.
 pub(crate) async fn create_pod(api: &Api<Pod>, pod: &Pod) -> Result<Pod, kube::Error> {
     api.create(&PostParams::default(), pod).await
