@@ -153,3 +153,134 @@ fn pods_are_scheduled_or_told_why_not() {
 fn regex_escape(s: &str) -> String {
     regex::escape(s)
 }
+
+/// The holder and transition count of a Lease in kube-system.
+fn lease(cluster: &Cluster, name: &str) -> (String, String) {
+    let out = cluster
+        .kubectl(&[
+            "get",
+            "lease",
+            "-n",
+            "kube-system",
+            name,
+            "-o",
+            "jsonpath={.spec.holderIdentity} {.spec.leaseTransitions}",
+        ])
+        .stdout;
+    let (holder, transitions) = out.split_once(' ').unwrap_or((&out, ""));
+    (holder.to_owned(), transitions.to_owned())
+}
+
+/// The identity a standalone component campaigns with, read from its log.
+fn identity(daemon: &skiff_e2e::Daemon) -> Option<String> {
+    let log = daemon.log();
+    let at = log.find("identity=")? + "identity=".len();
+    Some(log[at..].split(['}', ' ']).next()?.to_owned())
+}
+
+fn metrics_address(daemon: &skiff_e2e::Daemon) -> Option<String> {
+    let log = daemon.log();
+    let at = log.find("serving /metrics and /healthz address=")?
+        + "serving /metrics and /healthz address=".len();
+    Some(log[at..].lines().next()?.trim().to_owned())
+}
+
+fn master_status(daemon: &skiff_e2e::Daemon) -> Option<String> {
+    let addr = metrics_address(daemon)?;
+    let out = std::process::Command::new("curl")
+        .args(["-s", &format!("http://{addr}/metrics")])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with("leader_election_master_status{name=\"kube-scheduler\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .map(str::to_owned)
+}
+
+/// Two standalone schedulers share the `kube-scheduler` Lease: one binds pods, the other stands
+/// by; when the leader is killed the standby takes over after the lease duration, and a leader
+/// that stops cleanly hands the Lease back at once. The in-process controller manager holds its
+/// own Lease.
+#[test]
+fn schedulers_elect_one_leader_and_fail_over() {
+    let timings = [
+        "--leader-elect-lease-duration",
+        "3s",
+        "--leader-elect-renew-deadline",
+        "2s",
+        "--leader-elect-retry-period",
+        "500ms",
+    ];
+    let mut up_args = vec!["--disable-scheduler"];
+    up_args.extend(timings);
+    let cluster = Cluster::start_with(&up_args).expect("skiffd starts");
+    let (cm_holder, _) = wait_for(Duration::from_secs(30), "controller-manager lease", || {
+        let l = lease(&cluster, "kube-controller-manager");
+        (!l.0.is_empty()).then_some(l)
+    })
+    .unwrap();
+
+    let mut args: Vec<String> = vec![
+        "--kubeconfig".into(),
+        cluster.kubeconfig.display().to_string(),
+        "--metrics-bind-address".into(),
+        "127.0.0.1:0".into(),
+    ];
+    args.extend(timings.iter().map(|s| (*s).to_owned()));
+    let mut a = skiff_e2e::Daemon::start("scheduler", &args);
+    let mut b = skiff_e2e::Daemon::start("scheduler", &args);
+    let ids = wait_for(Duration::from_secs(30), "both identities logged", || {
+        Some((identity(&a)?, identity(&b)?))
+    })
+    .unwrap();
+    let (holder, transitions) = wait_for(Duration::from_secs(30), "a scheduler leads", || {
+        let l = lease(&cluster, "kube-scheduler");
+        (l.0 == ids.0 || l.0 == ids.1).then_some(l)
+    })
+    .unwrap_or_else(|e| panic!("{e}\nA:\n{}\nB:\n{}", a.log(), b.log()));
+    assert_ne!(holder, cm_holder, "the scheduler's lease is its own");
+    let (leader, standby) = if holder == ids.0 {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    wait_for(Duration::from_secs(10), "master_status 1 / 0", || {
+        (master_status(leader)? == "1" && master_status(standby)? == "0").then_some(())
+    })
+    .unwrap();
+
+    let apply = |yaml: &str| {
+        cluster
+            .kubectl_in(&["apply", "-f", "-"], Some(yaml))
+            .expect_ok("created");
+    };
+    apply(&pod("first", "", ""));
+    wait_field(&cluster, "first", "{.spec.nodeName}", &cluster.node);
+    assert!(
+        leader.log().contains("scheduler started") && !standby.log().contains("scheduler started"),
+        "only the leader schedules"
+    );
+
+    // A crashed leader's Lease is taken over once it has not been renewed for the duration.
+    leader.kill9();
+    let standby_id = identity(standby).unwrap();
+    let (_, after) = wait_for(Duration::from_secs(30), "the standby takes over", || {
+        let l = lease(&cluster, "kube-scheduler");
+        (l.0 == standby_id).then_some(l)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", standby.log()));
+    assert_eq!(
+        after.parse::<i32>().unwrap(),
+        transitions.parse::<i32>().unwrap() + 1,
+        "a takeover is a transition"
+    );
+    apply(&pod("second", "", ""));
+    wait_field(&cluster, "second", "{.spec.nodeName}", &cluster.node);
+
+    // A leader that stops cleanly releases the Lease.
+    standby.stop();
+    let (released, _) = lease(&cluster, "kube-scheduler");
+    assert_eq!(released, "", "the Lease is released on a clean stop");
+    assert!(standby.log().contains("became leader"));
+}

@@ -370,12 +370,105 @@ impl Drop for Cluster {
     }
 }
 
-/// A `skiffd agent` process joining `cluster` with `join_args`.
-pub struct Agent {
-    /// The agent's data directory.
+/// A long-running `skiffd <subcommand>` process (an agent, a standalone scheduler or controller
+/// manager) logging to `<dir>/<subcommand>.log`.
+pub struct Daemon {
+    /// Its own scratch directory (data dir, log).
     pub dir: tempfile::TempDir,
     child: Option<Child>,
+    subcommand: String,
     args: Vec<String>,
+}
+
+impl Daemon {
+    /// Start `skiffd <subcommand> <args>`.
+    pub fn start(subcommand: &str, args: &[String]) -> Daemon {
+        Self::start_in(tempfile::tempdir().unwrap(), subcommand, args)
+    }
+
+    fn start_in(dir: tempfile::TempDir, subcommand: &str, args: &[String]) -> Daemon {
+        let mut daemon = Daemon {
+            dir,
+            child: None,
+            subcommand: subcommand.to_owned(),
+            args: args.to_vec(),
+        };
+        daemon.launch();
+        daemon
+    }
+
+    /// Start the (stopped) process again with the same arguments.
+    pub fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        self.child = Some(
+            Command::new(bin_dir().join("skiffd"))
+                .arg(&self.subcommand)
+                .args(&self.args)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join(format!("{}.log", self.subcommand))
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Stop with SIGTERM and wait for the exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let _ = child.wait();
+        }
+    }
+
+    /// Kill at once (SIGKILL), as a crash.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A `skiffd agent` process joining a cluster, running pods with the process runtime.
+pub struct Agent {
+    daemon: Daemon,
+}
+
+impl std::ops::Deref for Agent {
+    type Target = Daemon;
+    fn deref(&self) -> &Daemon {
+        &self.daemon
+    }
+}
+
+impl std::ops::DerefMut for Agent {
+    fn deref_mut(&mut self) -> &mut Daemon {
+        &mut self.daemon
+    }
 }
 
 impl Agent {
@@ -405,62 +498,16 @@ impl Agent {
         ] {
             args.push(extra.to_owned());
         }
-        let mut agent = Agent {
-            child: None,
-            dir,
-            args,
-        };
-        agent.launch();
-        agent
-    }
-
-    /// Start the (stopped) agent process again.
-    pub fn launch(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("agent.log"))
-            .unwrap();
-        self.child = Some(
-            Command::new(bin_dir().join("skiffd"))
-                .arg("agent")
-                .args(&self.args)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
-    }
-
-    /// The agent's log so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
-    }
-
-    /// Stop the agent with SIGTERM (its pods keep running, as kubelet's do).
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Agent {
-    /// Kill the agent at once (SIGKILL), as a crashed node.
-    pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        Agent {
+            daemon: Daemon::start_in(dir, "agent", &args),
         }
     }
 }
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        self.kill9();
-        kill_process_workloads(&self.dir.path().join("agent/process/containers"));
+        self.daemon.kill9();
+        kill_process_workloads(&self.daemon.dir.path().join("agent/process/containers"));
     }
 }
 

@@ -2,6 +2,7 @@
 //! subcommands run single components for multi-machine setups.
 
 mod agent_flags;
+mod control;
 mod join;
 mod token;
 mod up;
@@ -31,6 +32,11 @@ enum Command {
     /// Start a node agent that joins a cluster (with a kubeconfig, or a server URL and a
     /// bootstrap token).
     Agent(join::JoinArgs),
+    /// Run only the scheduler against an API server (campaigns for the `kube-scheduler` Lease).
+    Scheduler(control::SchedulerArgs),
+    /// Run only the controllers against an API server (campaigns for the
+    /// `kube-controller-manager` Lease).
+    ControllerManager(control::ControllerManagerArgs),
     /// Manage bootstrap tokens that let new nodes join.
     Token(token::TokenArgs),
     /// Supervise one process-runtime container (started by the agent, not by hand).
@@ -69,6 +75,8 @@ fn main() -> anyhow::Result<()> {
         Command::Up(args) => runtime.block_on(up::run(args, true)),
         Command::Server(args) => runtime.block_on(up::run(args, false)),
         Command::Agent(args) => runtime.block_on(join::run(args)),
+        Command::Scheduler(args) => runtime.block_on(control::run_scheduler(args)),
+        Command::ControllerManager(args) => runtime.block_on(control::run_controller_manager(args)),
         Command::Token(args) => runtime.block_on(token::run(args)),
         Command::ContainerShim { .. } => unreachable!("handled before the runtime starts"),
     }

@@ -62,6 +62,14 @@ pub(crate) struct UpArgs {
     /// Do not start a node agent (`skiffd up` only).
     #[arg(long)]
     no_agent: bool,
+    /// Do not run the scheduler in this process (run `skiffd scheduler` elsewhere).
+    #[arg(long)]
+    disable_scheduler: bool,
+    /// Do not run the controllers in this process (run `skiffd controller-manager` elsewhere).
+    #[arg(long)]
+    disable_controller_manager: bool,
+    #[command(flatten)]
+    leader: crate::control::LeaderArgs,
     #[command(flatten)]
     agent: crate::agent_flags::AgentArgs,
 }
@@ -90,6 +98,17 @@ fn nix_is_root() -> bool {
     std::env::var("USER").map(|u| u == "root").unwrap_or(false)
 }
 
+fn stable_identity(path: &std::path::Path) -> anyhow::Result<String> {
+    if let Ok(text) = std::fs::read_to_string(path)
+        && !text.trim().is_empty()
+    {
+        return Ok(text.trim().to_owned());
+    }
+    let identity = skiff_leader::default_identity();
+    std::fs::write(path, &identity).with_context(|| format!("writing {}", path.display()))?;
+    Ok(identity)
+}
+
 pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -115,10 +134,8 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
     let store = SqliteStore::open(store_config, store_metrics).context("opening the store")?;
     let agent_metrics = AgentMetrics::default();
     agent_metrics.register(&mut registry);
-    let controller_metrics = skiff_controllers::ControllerMetrics::default();
-    controller_metrics.register(&mut registry);
-    let scheduler_metrics = skiff_scheduler::SchedulerMetrics::default();
-    scheduler_metrics.register(&mut registry);
+    let control_metrics = crate::control::ControlMetrics::default();
+    control_metrics.register(&mut registry);
 
     let shutdown = CancellationToken::new();
     let mut config = ApiServerConfig::new(&data_dir);
@@ -148,15 +165,24 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
 
     let pki = Pki::load_or_create(&data_dir.join("pki"))?;
     let admin = kube_client(&apiserver.kubeconfig).await?;
-    let scheduler = skiff_scheduler::start(
-        admin.clone(),
-        skiff_scheduler::SchedulerConfig::default(),
-        scheduler_metrics,
-        shutdown.clone(),
-    );
-    let controllers = skiff_controllers::start(
-        admin,
-        skiff_controllers::ControllersConfig {
+    // A stable identity per data dir: after a crash, the restarted daemon finds the Lease still
+    // held by itself and carries on at once instead of waiting out the lease duration.
+    let identity = stable_identity(&data_dir.join("leader-identity"))?;
+    // The scheduler and controllers stop first, while the API server still answers, so they can
+    // release their Leases and a standby elsewhere takes over at once.
+    let control_shutdown = CancellationToken::new();
+    let mut components = Vec::new();
+    if !args.disable_scheduler {
+        components.push(crate::control::spawn_scheduler(
+            admin.clone(),
+            &args.leader,
+            &identity,
+            &control_metrics,
+            control_shutdown.clone(),
+        )?);
+    }
+    if !args.disable_controller_manager {
+        let config = skiff_controllers::ControllersConfig {
             ca: Some(skiff_controllers::CertificateAuthority {
                 cert_pem: pki.ca.cert_pem.clone(),
                 key_pem: pki.ca.key_pem.clone(),
@@ -165,10 +191,16 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
             node_monitor_grace_period: Some(Duration::from_secs(
                 args.node_monitor_grace_period_secs.max(1),
             )),
-        },
-        controller_metrics,
-        shutdown.clone(),
-    );
+        };
+        components.push(crate::control::spawn_controllers(
+            admin,
+            config,
+            &args.leader,
+            &identity,
+            &control_metrics,
+            control_shutdown.clone(),
+        )?);
+    }
 
     let mut agent = None;
     if with_agent && !args.no_agent {
@@ -223,12 +255,14 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
 
     shutdown_signal().await;
     tracing::info!("shutting down");
+    control_shutdown.cancel();
+    for component in components {
+        let _ = component.await;
+    }
     shutdown.cancel();
     if let Some(agent) = agent {
         agent.wait().await;
     }
-    controllers.wait().await;
-    let _ = scheduler.await;
     apiserver.wait().await;
     drop(store);
     tracing::info!("stopped");
