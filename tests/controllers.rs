@@ -89,7 +89,18 @@ fn wait_gone(cluster: &Cluster, args: &[&str], what: &str) {
             .is_some_and(Vec::is_empty)
             .then_some(())
     })
-    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.kubectl(args).all()));
+    .unwrap_or_else(|e| {
+        let log = cluster.log();
+        let collector: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("garbage") || l.contains("WARN") || l.contains("ERROR"))
+            .collect();
+        panic!(
+            "{e}\n{}\ncollector and warnings:\n{}",
+            cluster.kubectl(args).all(),
+            collector[collector.len().saturating_sub(60)..].join("\n")
+        )
+    });
 }
 
 #[test]

@@ -284,3 +284,134 @@ fn schedulers_elect_one_leader_and_fail_over() {
     assert_eq!(released, "", "the Lease is released on a clean stop");
     assert!(standby.log().contains("became leader"));
 }
+
+/// `skiffd fake-nodes` registers nodes that keep their Leases fresh and run pods without
+/// containers: a Deployment tolerating their taint spreads over them and becomes Available, its
+/// pods are finished off when deleted, other pods stay off them, and they go Unknown once the
+/// process stops.
+#[test]
+fn fake_nodes_run_pods_without_containers() {
+    let cluster =
+        Cluster::start_with(&["--node-monitor-grace-period-secs", "4"]).expect("skiffd starts");
+    let mut fake = skiff_e2e::Daemon::start(
+        "fake-nodes",
+        &[
+            "--kubeconfig".into(),
+            cluster.kubeconfig.display().to_string(),
+            "--count".into(),
+            "3".into(),
+            "--prefix".into(),
+            "kwok-".into(),
+            "--lease-renew-interval-secs".into(),
+            "1".into(),
+            "--metrics-bind-address".into(),
+            "127.0.0.1:0".into(),
+        ],
+    );
+    let ready =
+        "{range .items[*]}{.metadata.name}={.status.conditions[?(@.type==\"Ready\")].status} {end}";
+    wait_for(Duration::from_secs(30), "three Ready fake nodes", || {
+        let out = cluster
+            .kubectl(&[
+                "get",
+                "nodes",
+                "-l",
+                "skiff.dev/fake-node=true",
+                "-o",
+                &format!("jsonpath={ready}"),
+            ])
+            .stdout;
+        (out.matches("=True").count() == 3).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", fake.log()));
+    cluster
+        .kubectl(&[
+            "get",
+            "node",
+            "kwok-0",
+            "-o",
+            "jsonpath={.spec.taints[0].key}={.spec.taints[0].effect}",
+        ])
+        .expect_ok("skiff.dev/fake-node=NoSchedule");
+
+    let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: fleet}\nspec:\n  replicas: 6\n  selector: {matchLabels: {app: fleet}}\n  template:\n    metadata: {labels: {app: fleet}}\n    spec:\n      nodeSelector: {skiff.dev/fake-node: 'true'}\n      tolerations: [{key: skiff.dev/fake-node, operator: Exists, effect: NoSchedule}]\n      containers: [{name: c, image: not-pulled-anywhere, resources: {requests: {cpu: 100m}}}]\n";
+    cluster
+        .kubectl_in(&["apply", "-f", "-"], Some(deployment))
+        .expect_ok("created");
+    cluster
+        .kubectl(&["rollout", "status", "deploy/fleet", "--timeout=60s"])
+        .expect_ok("successfully rolled out");
+    let placed = cluster
+        .kubectl(&[
+            "get",
+            "pods",
+            "-l",
+            "app=fleet",
+            "-o",
+            "jsonpath={range .items[*]}{.spec.nodeName} {.status.podIP}\n{end}",
+        ])
+        .stdout;
+    for node in ["kwok-0", "kwok-1", "kwok-2"] {
+        assert_eq!(
+            placed.matches(&format!("{node} ")).count(),
+            2,
+            "replicas spread evenly:\n{placed}"
+        );
+    }
+    assert!(
+        placed.lines().all(|l| l.contains(" 10.128.")),
+        "fake pod IPs:\n{placed}"
+    );
+
+    // A pod without the toleration lands on the real node.
+    cluster
+        .kubectl_in(&["apply", "-f", "-"], Some(&pod("plain", "", "")))
+        .expect_ok("created");
+    wait_field(&cluster, "plain", "{.spec.nodeName}", &cluster.node);
+
+    // Deleting the Deployment: the fake kubelet finishes its pods off.
+    cluster
+        .kubectl(&["delete", "deploy", "fleet"])
+        .expect_ok("deleted");
+    wait_for(Duration::from_secs(60), "fleet pods gone", || {
+        cluster
+            .kubectl(&["get", "pods", "-l", "app=fleet", "-o", "name"])
+            .stdout
+            .trim()
+            .is_empty()
+            .then_some(())
+    })
+    .unwrap_or_else(|e| {
+        let log = cluster.log();
+        let notes: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("garbage") || l.contains("WARN") || l.contains("ERROR"))
+            .collect();
+        panic!(
+            "{e}\n{}\n{}\nfake-nodes:\n{}\nskiffd:\n{}",
+            cluster.kubectl(&["get", "rs,pods", "-o", "wide"]).all(),
+            cluster
+                .kubectl(&["get", "pods", "-l", "app=fleet", "-o", "yaml"])
+                .all(),
+            fake.log(),
+            notes[notes.len().saturating_sub(60)..].join("\n")
+        )
+    });
+
+    // Without the process, the Leases lapse and the nodes become Unknown.
+    fake.stop();
+    wait_for(Duration::from_secs(60), "fake nodes Unknown", || {
+        let out = cluster
+            .kubectl(&[
+                "get",
+                "nodes",
+                "-l",
+                "skiff.dev/fake-node=true",
+                "-o",
+                &format!("jsonpath={ready}"),
+            ])
+            .stdout;
+        (out.matches("=Unknown").count() == 3).then_some(())
+    })
+    .unwrap();
+}

@@ -172,13 +172,21 @@ impl Collector {
                 dependents.entry(o.uid.as_str()).or_default().push(n);
             }
         }
+        // One object's failure must not stop the pass: everything after it would wait too.
+        let mut first_error: Option<kube::Error> = None;
+        let mut note = |n: &Node, result: Result<(), kube::Error>| {
+            if let Err(e) = result {
+                tracing::warn!(kind = %n.resource.kind, namespace = ?n.namespace, name = %n.name, error = %e, "garbage collection of one object failed; retrying later");
+                first_error.get_or_insert(e);
+            }
+        };
         let empty = Vec::new();
         for owner in nodes.iter().filter(|n| n.deleting) {
             let deps = dependents.get(owner.uid.as_str()).unwrap_or(&empty);
             if owner.finalizers.iter().any(|f| f == "orphan") {
-                self.orphan(owner, deps).await?;
+                note(owner, self.orphan(owner, deps).await);
             } else if owner.finalizers.iter().any(|f| f == "foregroundDeletion") {
-                self.foreground(owner, deps).await?;
+                note(owner, self.foreground(owner, deps).await);
             }
         }
         let mut lookups: HashMap<String, bool> = HashMap::new();
@@ -190,7 +198,15 @@ impl Collector {
                     None => match lookups.get(&o.uid) {
                         Some(p) => *p,
                         None => {
-                            let p = self.owner_exists(n, o).await?;
+                            // When the owner cannot be looked up, assume it exists: deleting
+                            // on a guess would be worse than waiting a pass.
+                            let p = match self.owner_exists(n, o).await {
+                                Ok(p) => p,
+                                Err(e) => {
+                                    note(n, Err(e));
+                                    true
+                                }
+                            };
                             lookups.insert(o.uid.clone(), p);
                             p
                         }
@@ -205,7 +221,7 @@ impl Collector {
             }
             if dangling.len() == n.owners.len() {
                 if !n.deleting {
-                    self.delete(n, "Background").await?;
+                    note(n, self.delete(n, "Background").await);
                 }
             } else {
                 let keep: Vec<&OwnerReference> = n
@@ -213,10 +229,10 @@ impl Collector {
                     .iter()
                     .filter(|o| !dangling.contains(&o.uid))
                     .collect();
-                self.set_owners(n, json!(keep)).await?;
+                note(n, self.set_owners(n, json!(keep)).await);
             }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Orphan: take the owner's reference off every dependent, then release the owner.

@@ -5,19 +5,16 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Pod;
-
-use crate::matching::{
-    affinity_term_selects, domain_has_match, node_affinity_matches, taints, tolerates, tolerations,
-};
-use crate::resources::{Resources, pod_requests};
-use crate::snapshot::{NodeInfo, PlacedPod, host_ports};
+use crate::matching::{node_affinity_matches, taints, tolerates, tolerations};
+use crate::pod_state::PodState;
+use crate::resources::Resources;
+use crate::snapshot::NodeInfo;
 
 /// One filter: the reasons `pod` cannot go to the node (empty: it can).
-type Filter = fn(&Pod, &NodeInfo, &[NodeInfo]) -> Vec<String>;
+type Filter = fn(&PodState, &NodeInfo) -> Vec<String>;
 
 /// Why `pod` cannot run on `node` (empty: it can).
-pub(crate) fn check(pod: &Pod, node: &NodeInfo, all: &[NodeInfo]) -> Vec<String> {
+pub(crate) fn check(state: &PodState, node: &NodeInfo) -> Vec<String> {
     let steps: [Filter; 7] = [
         unschedulable,
         node_name,
@@ -28,7 +25,7 @@ pub(crate) fn check(pod: &Pod, node: &NodeInfo, all: &[NodeInfo]) -> Vec<String>
         inter_pod_affinity,
     ];
     for step in steps {
-        let reasons = step(pod, node, all);
+        let reasons = step(state, node);
         if !reasons.is_empty() {
             return reasons;
         }
@@ -41,7 +38,8 @@ fn one(reason: &str) -> Vec<String> {
 }
 
 /// NodeUnschedulable: cordoned nodes take only pods tolerating the unschedulable taint.
-fn unschedulable(pod: &Pod, node: &NodeInfo, _: &[NodeInfo]) -> Vec<String> {
+fn unschedulable(state: &PodState, node: &NodeInfo) -> Vec<String> {
+    let pod = state.pod;
     let cordoned = node
         .node
         .spec
@@ -60,7 +58,8 @@ fn unschedulable(pod: &Pod, node: &NodeInfo, _: &[NodeInfo]) -> Vec<String> {
 }
 
 /// NodeName: a pod naming a node (but not yet bound) fits only there.
-fn node_name(pod: &Pod, node: &NodeInfo, _: &[NodeInfo]) -> Vec<String> {
+fn node_name(state: &PodState, node: &NodeInfo) -> Vec<String> {
+    let pod = state.pod;
     // Pods with spec.nodeName are not scheduled at all; this covers the
     // `metadata.name` matchFields DaemonSets use, through node affinity, and any caller that
     // asks before binding.
@@ -73,7 +72,8 @@ fn node_name(pod: &Pod, node: &NodeInfo, _: &[NodeInfo]) -> Vec<String> {
 }
 
 /// TaintToleration: every NoSchedule and NoExecute taint must be tolerated.
-fn taint_toleration(pod: &Pod, node: &NodeInfo, _: &[NodeInfo]) -> Vec<String> {
+fn taint_toleration(state: &PodState, node: &NodeInfo) -> Vec<String> {
+    let pod = state.pod;
     let untolerated = taints(&node.node).iter().find(|taint| {
         matches!(taint.effect.as_str(), "NoSchedule" | "NoExecute")
             && !tolerations(pod).iter().any(|t| tolerates(t, taint))
@@ -89,8 +89,8 @@ fn taint_toleration(pod: &Pod, node: &NodeInfo, _: &[NodeInfo]) -> Vec<String> {
 }
 
 /// NodeAffinity: nodeSelector and required node affinity.
-fn node_affinity(pod: &Pod, node: &NodeInfo, _: &[NodeInfo]) -> Vec<String> {
-    if node_affinity_matches(pod, &node.node) {
+fn node_affinity(state: &PodState, node: &NodeInfo) -> Vec<String> {
+    if node_affinity_matches(state.pod, &node.node) {
         Vec::new()
     } else {
         one("node(s) didn't match Pod's node affinity/selector")
@@ -103,8 +103,11 @@ fn ports_conflict(a: &(String, String, i32), b: &(String, String, i32)) -> bool 
 }
 
 /// NodePorts: host ports must be free on the node.
-fn node_ports(pod: &Pod, node: &NodeInfo, _: &[NodeInfo]) -> Vec<String> {
-    let wanted = host_ports(pod);
+fn node_ports(state: &PodState, node: &NodeInfo) -> Vec<String> {
+    let wanted = &state.me.host_ports;
+    if wanted.is_empty() {
+        return Vec::new();
+    }
     let taken = || node.pods.iter().flat_map(|p| p.host_ports.iter());
     if wanted.iter().any(|w| taken().any(|t| ports_conflict(w, t))) {
         return one("node(s) didn't have free ports for the requested pod ports");
@@ -113,8 +116,8 @@ fn node_ports(pod: &Pod, node: &NodeInfo, _: &[NodeInfo]) -> Vec<String> {
 }
 
 /// NodeResourcesFit: requests of the pods on the node plus this one within allocatable.
-fn resources_fit(pod: &Pod, node: &NodeInfo, _: &[NodeInfo]) -> Vec<String> {
-    let want = pod_requests(pod, false);
+fn resources_fit(state: &PodState, node: &NodeInfo) -> Vec<String> {
+    let want = state.requests;
     let Resources {
         milli_cpu,
         memory,
@@ -135,67 +138,26 @@ fn resources_fit(pod: &Pod, node: &NodeInfo, _: &[NodeInfo]) -> Vec<String> {
 
 /// InterPodAffinity: the pod's required affinity and anti-affinity, and the required
 /// anti-affinity of pods already placed.
-fn inter_pod_affinity(pod: &Pod, node: &NodeInfo, all: &[NodeInfo]) -> Vec<String> {
-    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let affinity = pod.spec.as_ref().and_then(|s| s.affinity.as_ref());
-    let required_affinity = affinity
-        .and_then(|a| a.pod_affinity.as_ref())
-        .and_then(|a| {
-            a.required_during_scheduling_ignored_during_execution
-                .as_deref()
-        })
-        .unwrap_or_default();
-    let required_anti = affinity
-        .and_then(|a| a.pod_anti_affinity.as_ref())
-        .and_then(|a| {
-            a.required_during_scheduling_ignored_during_execution
-                .as_deref()
-        })
-        .unwrap_or_default();
-
+fn inter_pod_affinity(state: &PodState, node: &NodeInfo) -> Vec<String> {
     // Existing pods whose anti-affinity selects this pod keep it out of their domain.
-    let me = PlacedPod::of(std::sync::Arc::new(pod.clone()));
-    for other_node in all {
-        for other in &other_node.pods {
-            let terms = other
-                .pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.affinity.as_ref())
-                .and_then(|a| a.pod_anti_affinity.as_ref())
-                .and_then(|a| {
-                    a.required_during_scheduling_ignored_during_execution
-                        .as_deref()
-                })
-                .unwrap_or_default();
-            for term in terms {
-                let same_domain = matches!(
-                    (other_node.labels().get(&term.topology_key), node.labels().get(&term.topology_key)),
-                    (Some(a), Some(b)) if a == b
-                );
-                if same_domain && affinity_term_selects(term, &other.namespace, &me) {
-                    return one("node(s) didn't satisfy existing pods anti-affinity rules");
-                }
-            }
-        }
+    if state
+        .forbidden
+        .iter()
+        .any(|(key, value)| node.labels().get(key) == Some(value))
+    {
+        return one("node(s) didn't satisfy existing pods anti-affinity rules");
     }
-    for term in required_anti {
-        if domain_has_match(term, namespace, node, all) {
-            return one("node(s) didn't match pod anti-affinity rules");
-        }
+    if state.required_anti.iter().any(|t| t.count_on(node) > 0) {
+        return one("node(s) didn't match pod anti-affinity rules");
     }
-    for term in required_affinity {
-        if domain_has_match(term, namespace, node, all) {
+    for term in &state.required_affinity {
+        if term.domains.count_on(node) > 0 {
             continue;
         }
         // The first pod of a group that selects itself may go anywhere the topology key exists
         // (upstream's special case), as long as no pod anywhere matches yet.
-        let anywhere = all
-            .iter()
-            .flat_map(|n| &n.pods)
-            .any(|p| affinity_term_selects(term, namespace, p));
-        let selects_itself = affinity_term_selects(term, namespace, &me);
-        if anywhere || !selects_itself || !node.labels().contains_key(&term.topology_key) {
+        let has_key = node.labels().contains_key(&term.domains.topology_key);
+        if term.domains.anywhere || !term.selects_itself || !has_key {
             return one("node(s) didn't match pod affinity rules");
         }
     }
@@ -226,9 +188,8 @@ pub(crate) fn fit_error(node_count: usize, reasons: &[Vec<String>]) -> String {
 mod tests {
     use super::*;
     use crate::snapshot::Snapshot;
-    use k8s_openapi::api::core::v1::Node;
+    use k8s_openapi::api::core::v1::{Node, Pod};
     use serde_json::{Value, json};
-    use std::collections::HashMap;
     use std::sync::Arc;
 
     pub(crate) fn node(name: &str, extra: Value) -> Arc<Node> {
@@ -261,11 +222,9 @@ mod tests {
     }
 
     fn reasons(p: &Arc<Pod>, nodes: &[Arc<Node>], placed: &[Arc<Pod>]) -> Vec<Vec<String>> {
-        let snap = Snapshot::build(nodes, placed, &HashMap::new());
-        snap.nodes
-            .iter()
-            .map(|n| check(p, n, &snap.nodes))
-            .collect()
+        let snap = Snapshot::build(nodes, placed, &[]);
+        let state = PodState::new(p, &snap);
+        snap.nodes.iter().map(|n| check(&state, n)).collect()
     }
 
     #[test]

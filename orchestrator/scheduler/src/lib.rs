@@ -11,11 +11,11 @@
 mod filters;
 pub mod matching;
 mod metrics;
+mod pod_state;
 mod resources;
 mod scores;
 mod snapshot;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use serde_json::json;
@@ -35,6 +35,9 @@ use tracing::Instrument;
 pub use metrics::SchedulerMetrics;
 
 use crate::metrics::{AttemptLabels, QueueLabels, SliLabels};
+use rustc_hash::FxHashMap;
+
+use crate::pod_state::PodState;
 use crate::snapshot::Snapshot;
 
 /// How the scheduler runs.
@@ -84,11 +87,18 @@ struct Scheduler {
     version: Arc<AtomicU64>,
     wake: Arc<Notify>,
     /// Pod uid → (node, pod) while its binding is in flight or not yet seen by the watch.
-    assumed: Mutex<HashMap<String, (String, Arc<Pod>)>>,
-    attempts: Mutex<HashMap<String, Attempts>>,
+    assumed: Mutex<FxHashMap<String, (String, Arc<Pod>)>>,
+    attempts: Mutex<FxHashMap<String, Attempts>>,
+    /// Pods waiting for a node (uid → pod), kept from the watch so a pass looks only at them,
+    /// not at every pod in the cluster.
+    pending: Mutex<FxHashMap<String, Arc<Pod>>>,
+    /// The pending set being rebuilt while the watch re-lists.
+    relisting: Mutex<Option<FxHashMap<String, Arc<Pod>>>>,
     bindings: Arc<Semaphore>,
     /// Rotates the tie-break among equally scored nodes (upstream picks one at random).
     rotation: AtomicU64,
+    /// Where the next pod starts looking through the nodes.
+    next_start: std::sync::atomic::AtomicUsize,
 }
 
 /// Start the scheduler; it stops when `shutdown` is cancelled.
@@ -118,9 +128,12 @@ pub fn start(
         pods,
         version: version.clone(),
         wake: wake.clone(),
-        assumed: Mutex::new(HashMap::new()),
-        attempts: Mutex::new(HashMap::new()),
+        assumed: Mutex::new(FxHashMap::default()),
+        attempts: Mutex::new(FxHashMap::default()),
+        pending: Mutex::new(FxHashMap::default()),
+        relisting: Mutex::new(None),
         rotation: AtomicU64::new(0),
+        next_start: std::sync::atomic::AtomicUsize::new(0),
     });
     let feed = |stream: futures::stream::BoxStream<'static, Result<(), watcher::Error>>| {
         let (version, wake, metrics, shutdown) = (
@@ -150,13 +163,18 @@ pub fn start(
         .map(|r| r.map(|_| ()))
         .boxed(),
     );
+    let observer = scheduler.clone();
     feed(
         reflector::reflector(
             pod_writer,
             watcher(Api::<Pod>::all(client), watcher::Config::default()),
         )
         .default_backoff()
-        .map(|r| r.map(|_| ()))
+        .map(move |r| {
+            r.map(|event| {
+                observer.observe(&event);
+            })
+        })
         .boxed(),
     );
     tokio::spawn(
@@ -221,44 +239,25 @@ impl Scheduler {
     /// One pass: place every pod that is due against one snapshot.
     fn pass(self: Arc<Self>) {
         let version = self.version.load(Ordering::Relaxed);
-        let pods = self.pods.state();
-        let by_uid: HashMap<&str, &Arc<Pod>> = pods
-            .iter()
-            .filter_map(|p| Some((p.metadata.uid.as_deref()?, p)))
-            .collect();
         let now = Instant::now();
-        {
-            // Forget assumptions the watch has caught up with, and pods that are gone.
-            let mut assumed = self.assumed.lock().expect("assumed lock");
-            assumed.retain(|uid, _| {
-                by_uid.get(uid.as_str()).is_some_and(|p| {
-                    p.spec
-                        .as_ref()
-                        .and_then(|s| s.node_name.as_deref())
-                        .is_none_or(str::is_empty)
-                })
-            });
-            let mut attempts = self.attempts.lock().expect("attempts lock");
-            attempts.retain(|uid, _| {
-                by_uid
-                    .get(uid.as_str())
-                    .is_some_and(|p| needs_scheduling(p, &self.config.name))
-            });
-        }
+        let candidates: Vec<Arc<Pod>> = self
+            .pending
+            .lock()
+            .expect("pending lock")
+            .values()
+            .cloned()
+            .collect();
         let mut due: Vec<Arc<Pod>> = Vec::new();
         let mut waiting = 0;
         {
             let assumed = self.assumed.lock().expect("assumed lock");
             let attempts = self.attempts.lock().expect("attempts lock");
-            for pod in &pods {
-                if !needs_scheduling(pod, &self.config.name) {
+            for pod in candidates {
+                let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+                if assumed.contains_key(uid) {
                     continue;
                 }
-                let uid = pod.metadata.uid.clone().unwrap_or_default();
-                if assumed.contains_key(&uid) {
-                    continue;
-                }
-                if let Some(a) = attempts.get(&uid) {
+                if let Some(a) = attempts.get(uid) {
                     let backed_off = now >= a.last + backoff(a.count);
                     let changed = a.version != version;
                     if !(backed_off && (changed || now >= a.last + self.config.retry_interval)) {
@@ -266,7 +265,7 @@ impl Scheduler {
                         continue;
                     }
                 }
-                due.push(pod.clone());
+                due.push(pod);
             }
         }
         self.metrics
@@ -295,8 +294,22 @@ impl Scheduler {
                 .then_with(|| a.metadata.name.cmp(&b.metadata.name))
         });
         let mut snapshot = {
+            // Holding the assumed lock while reading the cache: the watch drops an assumption
+            // only after the cache shows the binding, so every pod is counted (at most an
+            // in-flight one whose binding just arrived is skipped below, not lost).
             let assumed = self.assumed.lock().expect("assumed lock");
-            Snapshot::build(&self.nodes.state(), &pods, &assumed)
+            let pods = self.pods.state();
+            let in_flight: Vec<(String, Arc<Pod>)> = assumed
+                .values()
+                .filter(|(_, pod)| {
+                    !self
+                        .pods
+                        .get(&ObjectRef::from_obj(pod.as_ref()))
+                        .is_some_and(|current| is_bound(&current))
+                })
+                .cloned()
+                .collect();
+            Snapshot::build(&self.nodes.state(), &pods, &in_flight)
         };
         for pod in due {
             let span = tracing::debug_span!("schedule_pod", pod = %format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()));
@@ -304,20 +317,112 @@ impl Scheduler {
             self.clone().schedule_one(pod, &mut snapshot, version);
         }
     }
+}
 
+impl Scheduler {
+    /// Keep `pending`, `assumed` and `attempts` in step with one pod watch event.
+    fn observe(&self, event: &watcher::Event<Pod>) {
+        let uid = |pod: &Pod| pod.metadata.uid.clone().unwrap_or_default();
+        // The reflector stored the pod before passing the event on: share its copy.
+        let shared = |pod: &Pod| {
+            self.pods
+                .get(&ObjectRef::from_obj(pod))
+                .unwrap_or_else(|| Arc::new(pod.clone()))
+        };
+        match event {
+            watcher::Event::Init => {
+                *self.relisting.lock().expect("relist lock") = Some(FxHashMap::default());
+            }
+            watcher::Event::InitApply(pod) => {
+                if needs_scheduling(pod, &self.config.name)
+                    && let Some(relist) = self.relisting.lock().expect("relist lock").as_mut()
+                {
+                    relist.insert(uid(pod), shared(pod));
+                }
+            }
+            watcher::Event::InitDone => {
+                let Some(fresh) = self.relisting.lock().expect("relist lock").take() else {
+                    return;
+                };
+                // Forget what belongs to pods that vanished while the watch was down.
+                self.attempts
+                    .lock()
+                    .expect("attempts lock")
+                    .retain(|uid, _| fresh.contains_key(uid));
+                self.assumed
+                    .lock()
+                    .expect("assumed lock")
+                    .retain(|_, (_, pod)| {
+                        self.pods
+                            .get(&ObjectRef::from_obj(pod.as_ref()))
+                            .is_some_and(|current| !is_bound(&current))
+                    });
+                *self.pending.lock().expect("pending lock") = fresh;
+            }
+            watcher::Event::Apply(pod) if needs_scheduling(pod, &self.config.name) => {
+                self.pending
+                    .lock()
+                    .expect("pending lock")
+                    .insert(uid(pod), shared(pod));
+            }
+            watcher::Event::Apply(pod) | watcher::Event::Delete(pod) => {
+                // Bound (perhaps by us: the watch caught up with the binding), finished,
+                // deleted or not ours.
+                let uid = uid(pod);
+                self.pending.lock().expect("pending lock").remove(&uid);
+                self.assumed.lock().expect("assumed lock").remove(&uid);
+                self.attempts.lock().expect("attempts lock").remove(&uid);
+            }
+        }
+    }
+}
+
+fn is_bound(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty())
+}
+
+/// How many feasible nodes to find before scoring (kube-scheduler's adaptive
+/// percentageOfNodesToScore): every node up to 100, then 50 % less 1 % per 125 nodes, at least
+/// 5 % and at least 100 nodes.
+fn feasible_nodes_to_find(total: usize) -> usize {
+    if total <= 100 {
+        return total.max(1);
+    }
+    let percent = 50usize.saturating_sub(total / 125).max(5);
+    (total * percent / 100).max(100)
+}
+
+impl Scheduler {
     fn schedule_one(self: Arc<Self>, pod: Arc<Pod>, snapshot: &mut Snapshot, version: u64) {
         let started = Instant::now();
         let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let state = PodState::new(&pod, snapshot);
+        let total = snapshot.nodes.len();
+        let wanted = feasible_nodes_to_find(total);
+        // Start where the previous pod stopped, so every node gets considered over time even
+        // when each pod only looks at part of a large cluster (upstream's nextStartNodeIndex).
+        let start = self.next_start.load(Ordering::Relaxed) % total.max(1);
         let mut feasible = Vec::new();
         let mut reasons = Vec::new();
-        for (i, node) in snapshot.nodes.iter().enumerate() {
-            let why = filters::check(&pod, node, &snapshot.nodes);
+        let mut examined = 0;
+        for offset in 0..total {
+            let i = (start + offset) % total;
+            examined += 1;
+            let why = filters::check(&state, &snapshot.nodes[i]);
             if why.is_empty() {
                 feasible.push(i);
+                if feasible.len() >= wanted {
+                    break;
+                }
             } else {
                 reasons.push(why);
             }
         }
+        self.next_start
+            .store((start + examined) % total.max(1), Ordering::Relaxed);
         let profile = self.config.name.clone();
         if feasible.is_empty() {
             let message = filters::fit_error(snapshot.nodes.len(), &reasons);
@@ -333,7 +438,8 @@ impl Scheduler {
             self.unschedulable(&pod, uid, message, version);
             return;
         }
-        let scores = scores::score(&pod, &feasible, &snapshot.nodes);
+        let scores = scores::score(&state, &feasible, &snapshot.nodes);
+        drop(state);
         let best = scores.iter().copied().fold(f64::MIN, f64::max);
         let ties: Vec<usize> = (0..feasible.len())
             .filter(|&i| scores[i] >= best - 1e-9)
@@ -345,6 +451,7 @@ impl Scheduler {
             .lock()
             .expect("assumed lock")
             .insert(uid.clone(), (node.clone(), pod.clone()));
+        self.pending.lock().expect("pending lock").remove(&uid);
         let labels = AttemptLabels {
             result: "scheduled",
             profile,
@@ -463,6 +570,15 @@ impl Scheduler {
             }
             Err(e) => {
                 self.assumed.lock().expect("assumed lock").remove(&uid);
+                // Back in line, unless the pod went away or got bound meanwhile.
+                if let Some(current) = self.pods.get(&ObjectRef::from_obj(pod.as_ref()))
+                    && needs_scheduling(&current, &self.config.name)
+                {
+                    self.pending
+                        .lock()
+                        .expect("pending lock")
+                        .insert(uid.clone(), current);
+                }
                 let conflict = matches!(&e, kube::Error::Api(s) if s.code == 409);
                 if !conflict {
                     tracing::warn!(pod = %name, %node, error = %e, "binding failed");
@@ -486,6 +602,17 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn large_clusters_look_at_part_of_the_nodes_like_upstream() {
+        assert_eq!(feasible_nodes_to_find(0), 1);
+        assert_eq!(feasible_nodes_to_find(50), 50);
+        assert_eq!(feasible_nodes_to_find(100), 100);
+        assert_eq!(feasible_nodes_to_find(200), 100);
+        assert_eq!(feasible_nodes_to_find(1000), 420);
+        assert_eq!(feasible_nodes_to_find(5000), 500);
+        assert_eq!(feasible_nodes_to_find(10_000), 500);
+    }
 
     #[test]
     fn backoff_doubles_to_ten_seconds() {

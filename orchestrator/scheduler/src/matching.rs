@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use crate::snapshot::{NodeInfo, PlacedPod};
+use crate::snapshot::PlacedPod;
 
 /// Whether `toleration` tolerates `taint` (upstream's `ToleratesTaint`).
 pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
@@ -151,27 +151,11 @@ pub(crate) fn affinity_term_selects(
         .is_some_and(|s| s.match_labels.is_none() && s.match_expressions.is_none());
     let in_namespace = all_namespaces
         || if namespaces.is_empty() {
-            other.namespace == owner_namespace
+            other.namespace() == owner_namespace
         } else {
-            namespaces.iter().any(|n| n == &other.namespace)
+            namespaces.iter().any(|n| n == other.namespace())
         };
-    in_namespace && selector_matches(term.label_selector.as_ref(), &other.labels)
-}
-
-/// Whether `node` shares `term`'s topology domain with a pod `term` selects.
-pub(crate) fn domain_has_match(
-    term: &PodAffinityTerm,
-    owner_namespace: &str,
-    node: &NodeInfo,
-    all: &[NodeInfo],
-) -> bool {
-    let Some(domain) = node.labels().get(&term.topology_key) else {
-        return false;
-    };
-    all.iter()
-        .filter(|n| n.labels().get(&term.topology_key) == Some(domain))
-        .flat_map(|n| &n.pods)
-        .any(|p| affinity_term_selects(term, owner_namespace, p))
+    in_namespace && selector_matches(term.label_selector.as_ref(), other.labels())
 }
 
 #[cfg(test)]

@@ -4,14 +4,15 @@
 
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::matching::{affinity_term_selects, taints, term_matches, tolerates, tolerations};
-use crate::resources::pod_requests;
-use crate::snapshot::{NodeInfo, PlacedPod};
+use crate::matching::{taints, term_matches, tolerates, tolerations};
+use crate::pod_state::PodState;
+use crate::snapshot::NodeInfo;
 
 const MAX: f64 = 100.0;
 
 /// The weighted score of each candidate (indexes into `all`).
-pub(crate) fn score(pod: &Pod, candidates: &[usize], all: &[NodeInfo]) -> Vec<f64> {
+pub(crate) fn score(state: &PodState, candidates: &[usize], all: &[NodeInfo]) -> Vec<f64> {
+    let pod = state.pod;
     let nodes: Vec<&NodeInfo> = candidates.iter().map(|&i| &all[i]).collect();
     let plugins: [(f64, Vec<f64>); 6] = [
         (
@@ -32,16 +33,19 @@ pub(crate) fn score(pod: &Pod, candidates: &[usize], all: &[NodeInfo]) -> Vec<f6
             min_max(
                 nodes
                     .iter()
-                    .map(|n| preferred_pod_affinity(pod, n, all))
+                    .map(|n| preferred_pod_affinity(state, n))
                     .collect(),
             ),
         ),
         (
             2.0,
-            reverse_normalize(nodes.iter().map(|n| same_owner(pod, n)).collect()),
+            reverse_normalize(nodes.iter().map(|n| same_owner(state, n)).collect()),
         ),
-        (1.0, nodes.iter().map(|n| least_allocated(pod, n)).collect()),
-        (1.0, nodes.iter().map(|n| balanced(pod, n)).collect()),
+        (
+            1.0,
+            nodes.iter().map(|n| least_allocated(state, n)).collect(),
+        ),
+        (1.0, nodes.iter().map(|n| balanced(state, n)).collect()),
     ];
     (0..nodes.len())
         .map(|i| plugins.iter().map(|(w, s)| w * s[i]).sum())
@@ -105,57 +109,27 @@ fn preferred_node_affinity(pod: &Pod, node: &NodeInfo) -> f64 {
 
 /// Preferred affinity adds its weight for every matching pod in the node's domain;
 /// preferred anti-affinity subtracts it.
-fn preferred_pod_affinity(pod: &Pod, node: &NodeInfo, all: &[NodeInfo]) -> f64 {
-    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let affinity = pod.spec.as_ref().and_then(|s| s.affinity.as_ref());
-    let mut total = 0.0;
-    let mut add = |term: &k8s_openapi::api::core::v1::PodAffinityTerm, weight: f64| {
-        let Some(domain) = node.labels().get(&term.topology_key) else {
-            return;
-        };
-        let matches = all
-            .iter()
-            .filter(|n| n.labels().get(&term.topology_key) == Some(domain))
-            .flat_map(|n| &n.pods)
-            .filter(|p: &&PlacedPod| affinity_term_selects(term, namespace, p))
-            .count();
-        total += weight * matches as f64;
-    };
-    let preferred = affinity
-        .and_then(|a| a.pod_affinity.as_ref())
-        .and_then(|a| {
-            a.preferred_during_scheduling_ignored_during_execution
-                .as_ref()
-        });
-    for t in preferred.into_iter().flatten() {
-        add(&t.pod_affinity_term, f64::from(t.weight));
-    }
-    let preferred_anti = affinity
-        .and_then(|a| a.pod_anti_affinity.as_ref())
-        .and_then(|a| {
-            a.preferred_during_scheduling_ignored_during_execution
-                .as_ref()
-        });
-    for t in preferred_anti.into_iter().flatten() {
-        add(&t.pod_affinity_term, -f64::from(t.weight));
-    }
-    total
+fn preferred_pod_affinity(state: &PodState, node: &NodeInfo) -> f64 {
+    state
+        .preferred
+        .iter()
+        .map(|(weight, domains)| weight * domains.count_on(node) as f64)
+        .sum()
 }
 
 /// Pods of the same controller already on the node (spreading replicas).
-fn same_owner(pod: &Pod, node: &NodeInfo) -> f64 {
-    let me = PlacedPod::of(std::sync::Arc::new(pod.clone()));
-    let Some(owner) = me.owner else {
-        return 0.0;
-    };
-    node.pods
-        .iter()
-        .filter(|p| p.owner.as_deref() == Some(owner.as_str()))
-        .count() as f64
+fn same_owner(state: &PodState, node: &NodeInfo) -> f64 {
+    state
+        .me
+        .owner
+        .as_ref()
+        .and_then(|owner| node.owners.get(owner))
+        .copied()
+        .unwrap_or(0) as f64
 }
 
-fn fractions(pod: &Pod, node: &NodeInfo) -> (f64, f64) {
-    let want = pod_requests(pod, true);
+fn fractions(state: &PodState, node: &NodeInfo) -> (f64, f64) {
+    let want = state.non_zero_requests;
     let frac = |used: i64, cap: i64| {
         if cap <= 0 {
             1.0
@@ -176,14 +150,14 @@ fn fractions(pod: &Pod, node: &NodeInfo) -> (f64, f64) {
 }
 
 /// LeastAllocated: the emptier the node after placing the pod, the better.
-fn least_allocated(pod: &Pod, node: &NodeInfo) -> f64 {
-    let (cpu, memory) = fractions(pod, node);
+fn least_allocated(state: &PodState, node: &NodeInfo) -> f64 {
+    let (cpu, memory) = fractions(state, node);
     ((1.0 - cpu) + (1.0 - memory)) / 2.0 * MAX
 }
 
 /// BalancedAllocation: CPU and memory used in the same proportion is better.
-fn balanced(pod: &Pod, node: &NodeInfo) -> f64 {
-    let (cpu, memory) = fractions(pod, node);
+fn balanced(state: &PodState, node: &NodeInfo) -> f64 {
+    let (cpu, memory) = fractions(state, node);
     let std_dev = (cpu - memory).abs() / 2.0;
     (1.0 - std_dev) * MAX
 }
@@ -193,7 +167,6 @@ mod tests {
     use super::*;
     use crate::snapshot::Snapshot;
     use serde_json::json;
-    use std::collections::HashMap;
     use std::sync::Arc;
 
     fn node(
@@ -227,9 +200,9 @@ mod tests {
         nodes: &[Arc<k8s_openapi::api::core::v1::Node>],
         placed: &[Arc<Pod>],
     ) -> String {
-        let snap = Snapshot::build(nodes, placed, &HashMap::new());
+        let snap = Snapshot::build(nodes, placed, &[]);
         let all: Vec<usize> = (0..snap.nodes.len()).collect();
-        let s = score(p, &all, &snap.nodes);
+        let s = score(&PodState::new(p, &snap), &all, &snap.nodes);
         let i = (0..s.len()).max_by(|a, b| s[*a].total_cmp(&s[*b])).unwrap();
         snap.nodes[i].name().to_owned()
     }

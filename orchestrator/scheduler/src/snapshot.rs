@@ -10,28 +10,33 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 
 use crate::resources::{Resources, from_map, pod_requests};
 
-/// What the filters and scores need to know about a pod already on a node.
+/// What the filters and scores need to know about a pod already on a node. Cheap to make (the
+/// scheduler makes one per pod per pass): labels and namespace are read from the shared pod.
 #[derive(Debug, Clone)]
 pub(crate) struct PlacedPod {
-    pub(crate) namespace: String,
-    pub(crate) labels: BTreeMap<String, String>,
     /// The uid of its controller (ReplicaSet, StatefulSet…), for spreading.
     pub(crate) owner: Option<String>,
     /// (hostIP, protocol, hostPort) it holds.
     pub(crate) host_ports: Vec<(String, String, i32)>,
-    /// Its required anti-affinity terms (existing pods' anti-affinity binds new pods too).
     pub(crate) pod: Arc<Pod>,
 }
 
 impl PlacedPod {
     pub(crate) fn of(pod: Arc<Pod>) -> PlacedPod {
         PlacedPod {
-            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
-            labels: pod.metadata.labels.clone().unwrap_or_default(),
             owner: controller_uid(&pod),
             host_ports: host_ports(&pod),
             pod,
         }
+    }
+
+    pub(crate) fn namespace(&self) -> &str {
+        self.pod.metadata.namespace.as_deref().unwrap_or_default()
+    }
+
+    pub(crate) fn labels(&self) -> &BTreeMap<String, String> {
+        static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+        self.pod.metadata.labels.as_ref().unwrap_or(&EMPTY)
     }
 }
 
@@ -45,6 +50,8 @@ pub(crate) struct NodeInfo {
     /// Sum of requests with kube-scheduler's non-zero defaults (for scoring).
     pub(crate) non_zero_requested: Resources,
     pub(crate) pods: Vec<PlacedPod>,
+    /// Controller uid → pods of it on this node (spreading replicas).
+    pub(crate) owners: HashMap<String, usize>,
 }
 
 impl NodeInfo {
@@ -60,6 +67,7 @@ impl NodeInfo {
             requested: Resources::default(),
             non_zero_requested: Resources::default(),
             pods: Vec::new(),
+            owners: HashMap::new(),
         }
     }
 
@@ -76,7 +84,11 @@ impl NodeInfo {
     pub(crate) fn add(&mut self, pod: Arc<Pod>) {
         self.requested.add(&pod_requests(&pod, false));
         self.non_zero_requested.add(&pod_requests(&pod, true));
-        self.pods.push(PlacedPod::of(pod));
+        let placed = PlacedPod::of(pod);
+        if let Some(owner) = &placed.owner {
+            *self.owners.entry(owner.clone()).or_default() += 1;
+        }
+        self.pods.push(placed);
     }
 }
 
@@ -85,6 +97,9 @@ impl NodeInfo {
 pub(crate) struct Snapshot {
     pub(crate) nodes: Vec<NodeInfo>,
     index: HashMap<String, usize>,
+    /// (node, pod) indexes of placed pods with required anti-affinity, which every new pod must
+    /// be checked against (usually none, so nobody pays for scanning every pod).
+    pub(crate) with_anti_affinity: Vec<(usize, usize)>,
 }
 
 /// Pods that hold node resources: bound and not finished.
@@ -97,11 +112,12 @@ fn occupies(pod: &Pod) -> bool {
 
 impl Snapshot {
     /// Build from the caches: `assumed` are pods this scheduler bound whose binding the watch has
-    /// not shown yet (pod uid → node).
+    /// not shown yet (node, pod); the caller leaves out those the cache already shows bound, so
+    /// none is counted twice.
     pub(crate) fn build(
         nodes: &[Arc<Node>],
         pods: &[Arc<Pod>],
-        assumed: &HashMap<String, (String, Arc<Pod>)>,
+        assumed: &[(String, Arc<Pod>)],
     ) -> Snapshot {
         let mut snapshot = Snapshot::default();
         let mut sorted: Vec<&Arc<Node>> = nodes.iter().collect();
@@ -113,22 +129,16 @@ impl Snapshot {
                 .insert(info.name().to_owned(), snapshot.nodes.len());
             snapshot.nodes.push(info);
         }
-        let mut seen_bound = std::collections::HashSet::new();
         for pod in pods {
             let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
-            if let Some(node) = node.filter(|n| !n.is_empty()) {
-                if let Some(uid) = pod.metadata.uid.as_deref() {
-                    seen_bound.insert(uid);
-                }
-                if occupies(pod) {
-                    snapshot.add(node, pod.clone());
-                }
-            }
-        }
-        for (uid, (node, pod)) in assumed {
-            if !seen_bound.contains(uid.as_str()) {
+            if let Some(node) = node.filter(|n| !n.is_empty())
+                && occupies(pod)
+            {
                 snapshot.add(node, pod.clone());
             }
+        }
+        for (node, pod) in assumed {
+            snapshot.add(node, pod.clone());
         }
         snapshot
     }
@@ -136,6 +146,9 @@ impl Snapshot {
     /// Account for `pod` on `node` (a no-op for nodes not in the snapshot).
     pub(crate) fn add(&mut self, node: &str, pod: Arc<Pod>) {
         if let Some(&i) = self.index.get(node) {
+            if crate::pod_state::has_required_anti_affinity(&pod) {
+                self.with_anti_affinity.push((i, self.nodes[i].pods.len()));
+            }
             self.nodes[i].add(pod);
         }
     }

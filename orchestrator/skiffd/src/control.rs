@@ -140,7 +140,7 @@ pub(crate) fn spawn_controllers(
 /// Serve `/metrics`, `/healthz`, `/livez` and `/readyz` over plain HTTP (kube-scheduler's and
 /// kube-controller-manager's secure ports serve these; a standalone Skiff component keeps them
 /// on an address the operator chooses, loopback by default).
-async fn serve_metrics(
+pub(crate) async fn serve_metrics(
     addr: SocketAddr,
     registry: Registry,
     shutdown: CancellationToken,

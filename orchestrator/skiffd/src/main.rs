@@ -3,6 +3,7 @@
 
 mod agent_flags;
 mod control;
+mod fake_nodes;
 mod join;
 mod token;
 mod up;
@@ -37,6 +38,8 @@ enum Command {
     /// Run only the controllers against an API server (campaigns for the
     /// `kube-controller-manager` Lease).
     ControllerManager(control::ControllerManagerArgs),
+    /// Host many fake nodes whose pods go Running without containers (scale testing).
+    FakeNodes(fake_nodes::FakeNodesArgs),
     /// Manage bootstrap tokens that let new nodes join.
     Token(token::TokenArgs),
     /// Supervise one process-runtime container (started by the agent, not by hand).
@@ -77,6 +80,7 @@ fn main() -> anyhow::Result<()> {
         Command::Agent(args) => runtime.block_on(join::run(args)),
         Command::Scheduler(args) => runtime.block_on(control::run_scheduler(args)),
         Command::ControllerManager(args) => runtime.block_on(control::run_controller_manager(args)),
+        Command::FakeNodes(args) => runtime.block_on(fake_nodes::run(args)),
         Command::Token(args) => runtime.block_on(token::run(args)),
         Command::ContainerShim { .. } => unreachable!("handled before the runtime starts"),
     }
