@@ -325,6 +325,48 @@ mod tests {
     }
 
     #[test]
+    fn namespace_selectors_pick_namespaces_by_their_labels() {
+        let nodes = [node("a", json!({})), node("b", json!({}))];
+        // A cache in namespace "shared" runs on b; the web pod (namespace default) must be next
+        // to a cache in any namespace labelled team=cache.
+        let cache = pod(
+            "cache",
+            json!({"metadata": {"namespace": "shared", "labels": {"app": "cache"}}, "spec": {"nodeName": "b"}}),
+        );
+        let web = pod(
+            "web",
+            json!({"spec": {"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+                "topologyKey": "kubernetes.io/hostname",
+                "labelSelector": {"matchLabels": {"app": "cache"}},
+                "namespaceSelector": {"matchLabels": {"team": "cache"}}}]}}}}),
+        );
+        let mut snap = Snapshot::build(&nodes, &[cache], &[]);
+        snap.namespace_labels = [
+            ("default".to_owned(), BTreeMap::new()),
+            (
+                "shared".to_owned(),
+                [("team".to_owned(), "cache".to_owned())].into(),
+            ),
+        ]
+        .into();
+        let state = PodState::new(&web, &snap);
+        assert_eq!(
+            check(&state, &snap.nodes[0]),
+            ["node(s) didn't match pod affinity rules"]
+        );
+        assert!(
+            check(&state, &snap.nodes[1]).is_empty(),
+            "the labelled namespace counts"
+        );
+
+        // Without the label the cache's namespace is out of reach (and the web pod does not select itself).
+        snap.namespace_labels
+            .insert("shared".into(), BTreeMap::new());
+        let state = PodState::new(&web, &snap);
+        assert!(!check(&state, &snap.nodes[1]).is_empty());
+    }
+
+    #[test]
     fn too_many_pods_and_no_nodes() {
         let nodes = [node("a", json!({"status": {"allocatable": {"pods": "1"}}}))];
         let placed = pod(

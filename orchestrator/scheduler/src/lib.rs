@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, ObjectReference, Pod};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -84,6 +84,7 @@ struct Scheduler {
     events: skiff_events::EventRecorder,
     nodes: Store<Node>,
     pods: Store<Pod>,
+    namespaces: Store<Namespace>,
     version: Arc<AtomicU64>,
     wake: Arc<Notify>,
     /// Pod uid → (node, pod) while its binding is in flight or not yet seen by the watch.
@@ -110,6 +111,7 @@ pub fn start(
 ) -> JoinHandle<()> {
     let (nodes, node_writer) = reflector::store();
     let (pods, pod_writer) = reflector::store();
+    let (namespaces, namespace_writer) = reflector::store();
     let version = Arc::new(AtomicU64::new(0));
     let wake = Arc::new(Notify::new());
     let events = skiff_events::start(
@@ -126,6 +128,7 @@ pub fn start(
         events,
         nodes,
         pods,
+        namespaces,
         version: version.clone(),
         wake: wake.clone(),
         assumed: Mutex::new(FxHashMap::default()),
@@ -158,6 +161,18 @@ pub fn start(
         reflector::reflector(
             node_writer,
             watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
+        )
+        .default_backoff()
+        .map(|r| r.map(|_| ()))
+        .boxed(),
+    );
+    feed(
+        reflector::reflector(
+            namespace_writer,
+            watcher(
+                Api::<Namespace>::all(client.clone()),
+                watcher::Config::default(),
+            ),
         )
         .default_backoff()
         .map(|r| r.map(|_| ()))
@@ -309,7 +324,14 @@ impl Scheduler {
                 })
                 .cloned()
                 .collect();
-            Snapshot::build(&self.nodes.state(), &pods, &in_flight)
+            let mut snapshot = Snapshot::build(&self.nodes.state(), &pods, &in_flight);
+            snapshot.namespace_labels = self
+                .namespaces
+                .state()
+                .iter()
+                .map(|ns| (ns.name_any(), ns.labels().clone()))
+                .collect();
+            snapshot
         };
         for pod in due {
             let span = tracing::debug_span!("schedule_pod", pod = %format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()));

@@ -1,7 +1,7 @@
 //! The matching rules filters and scores share: tolerations against taints, node selector terms
 //! against a node, and pod affinity terms against pods in a topology domain.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use k8s_openapi::api::core::v1::{
     Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodAffinityTerm, Taint, Toleration,
@@ -121,41 +121,79 @@ pub fn node_affinity_matches(pod: &Pod, node: &Node) -> bool {
     }
 }
 
-/// A label selector against labels (`matchLabels` and `matchExpressions`); none matches nothing.
-pub(crate) fn selector_matches(
-    selector: Option<&LabelSelector>,
-    labels: &BTreeMap<String, String>,
-) -> bool {
-    let Some(selector) = selector else {
-        return false;
-    };
-    let Ok(value) = serde_json::to_value(selector) else {
-        return false;
-    };
-    skiff_api::selector::label::LabelSelector::from_structured(&value)
-        .is_ok_and(|s| s.matches(labels))
+/// A label selector parsed once; `None` (no selector) matches nothing, as upstream's affinity
+/// terms treat a missing labelSelector.
+fn compile(selector: Option<&LabelSelector>) -> Option<skiff_api::selector::label::LabelSelector> {
+    let value = serde_json::to_value(selector?).ok()?;
+    skiff_api::selector::label::LabelSelector::from_structured(&value).ok()
 }
 
-/// Whether an affinity `term` of a pod in `owner_namespace` selects `other`.
-pub(crate) fn affinity_term_selects(
-    term: &PodAffinityTerm,
-    owner_namespace: &str,
-    other: &PlacedPod,
-) -> bool {
-    let namespaces = term.namespaces.as_deref().unwrap_or_default();
-    // An empty namespaceSelector selects every namespace; a non-empty one would need namespace
-    // labels, which Skiff's scheduler does not cache yet, so it is treated like no selector.
-    let all_namespaces = term
-        .namespace_selector
-        .as_ref()
-        .is_some_and(|s| s.match_labels.is_none() && s.match_expressions.is_none());
-    let in_namespace = all_namespaces
-        || if namespaces.is_empty() {
-            other.namespace() == owner_namespace
-        } else {
-            namespaces.iter().any(|n| n == other.namespace())
+/// Which namespaces a pod affinity term looks in.
+#[derive(Debug)]
+enum Namespaces {
+    All,
+    Only(HashSet<String>),
+}
+
+/// A pod affinity term of a pod, ready to test many pods against: its namespaces resolved
+/// (`namespaces` plus the namespaces `namespaceSelector` selects by their labels; the pod's own
+/// namespace when neither is given; every namespace for an empty selector) and its label
+/// selector parsed.
+#[derive(Debug)]
+pub(crate) struct CompiledTerm {
+    namespaces: Namespaces,
+    selector: Option<skiff_api::selector::label::LabelSelector>,
+}
+
+impl CompiledTerm {
+    /// `namespace_labels` maps each namespace to its labels.
+    pub(crate) fn new(
+        term: &PodAffinityTerm,
+        owner_namespace: &str,
+        namespace_labels: &HashMap<String, BTreeMap<String, String>>,
+    ) -> CompiledTerm {
+        let listed = term.namespaces.clone().unwrap_or_default();
+        let namespaces = match &term.namespace_selector {
+            Some(s)
+                if s.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
+                    && s.match_expressions.as_ref().is_none_or(Vec::is_empty) =>
+            {
+                Namespaces::All
+            }
+            Some(s) => {
+                let selector = compile(Some(s));
+                let mut set: HashSet<String> = listed.into_iter().collect();
+                set.extend(
+                    namespace_labels
+                        .iter()
+                        .filter(|(_, labels)| {
+                            selector.as_ref().is_some_and(|sel| sel.matches(labels))
+                        })
+                        .map(|(name, _)| name.clone()),
+                );
+                Namespaces::Only(set)
+            }
+            None if listed.is_empty() => Namespaces::Only([owner_namespace.to_owned()].into()),
+            None => Namespaces::Only(listed.into_iter().collect()),
         };
-    in_namespace && selector_matches(term.label_selector.as_ref(), other.labels())
+        CompiledTerm {
+            namespaces,
+            selector: compile(term.label_selector.as_ref()),
+        }
+    }
+
+    /// Whether the term selects `other`.
+    pub(crate) fn selects(&self, other: &PlacedPod) -> bool {
+        let in_namespace = match &self.namespaces {
+            Namespaces::All => true,
+            Namespaces::Only(set) => set.contains(other.namespace()),
+        };
+        in_namespace
+            && self
+                .selector
+                .as_ref()
+                .is_some_and(|s| s.matches(other.labels()))
+    }
 }
 
 #[cfg(test)]

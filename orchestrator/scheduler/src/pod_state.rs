@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Pod, PodAffinityTerm};
 
-use crate::matching::affinity_term_selects;
+use crate::matching::CompiledTerm;
 use crate::resources::{Resources, pod_requests};
 use crate::snapshot::{NodeInfo, PlacedPod, Snapshot};
 
@@ -24,7 +24,7 @@ pub(crate) struct TermDomains {
 }
 
 impl TermDomains {
-    fn resolve(term: &PodAffinityTerm, namespace: &str, nodes: &[NodeInfo]) -> TermDomains {
+    fn resolve(term: &PodAffinityTerm, compiled: &CompiledTerm, nodes: &[NodeInfo]) -> TermDomains {
         let mut resolved = TermDomains {
             topology_key: term.topology_key.clone(),
             ..TermDomains::default()
@@ -32,7 +32,7 @@ impl TermDomains {
         for node in nodes {
             let value = node.labels().get(&term.topology_key);
             for placed in &node.pods {
-                if affinity_term_selects(term, namespace, placed) {
+                if compiled.selects(placed) {
                     resolved.anywhere = true;
                     if let Some(v) = value {
                         *resolved.counts.entry(v.clone()).or_default() += 1;
@@ -109,13 +109,15 @@ impl<'a> PodState<'a> {
         let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
         let me = PlacedPod::of(Arc::new(pod.clone()));
         let nodes = &snapshot.nodes;
+        let labels = &snapshot.namespace_labels;
+        let compile = |t: &PodAffinityTerm| CompiledTerm::new(t, namespace, labels);
 
         let mut forbidden = HashSet::new();
         for &(n, p) in &snapshot.with_anti_affinity {
             let (node, other) = (&nodes[n], &nodes[n].pods[p]);
             for term in required_terms(&other.pod, true) {
                 if let Some(value) = node.labels().get(&term.topology_key)
-                    && affinity_term_selects(term, other.namespace(), &me)
+                    && CompiledTerm::new(term, other.namespace(), labels).selects(&me)
                 {
                     forbidden.insert((term.topology_key.clone(), value.clone()));
                 }
@@ -123,13 +125,16 @@ impl<'a> PodState<'a> {
         }
         let required_anti = required_terms(pod, true)
             .iter()
-            .map(|t| TermDomains::resolve(t, namespace, nodes))
+            .map(|t| TermDomains::resolve(t, &compile(t), nodes))
             .collect();
         let required_affinity = required_terms(pod, false)
             .iter()
-            .map(|t| RequiredAffinity {
-                domains: TermDomains::resolve(t, namespace, nodes),
-                selects_itself: affinity_term_selects(t, namespace, &me),
+            .map(|t| {
+                let compiled = compile(t);
+                RequiredAffinity {
+                    domains: TermDomains::resolve(t, &compiled, nodes),
+                    selects_itself: compiled.selects(&me),
+                }
             })
             .collect();
 
@@ -154,7 +159,7 @@ impl<'a> PodState<'a> {
             .map(|t| (-f64::from(t.weight), &t.pod_affinity_term));
         let preferred = preferred_affinity
             .chain(preferred_anti)
-            .map(|(w, t)| (w, TermDomains::resolve(t, namespace, nodes)))
+            .map(|(w, t)| (w, TermDomains::resolve(t, &compile(t), nodes)))
             .collect();
 
         PodState {

@@ -100,6 +100,8 @@ pub(crate) struct Snapshot {
     /// (node, pod) indexes of placed pods with required anti-affinity, which every new pod must
     /// be checked against (usually none, so nobody pays for scanning every pod).
     pub(crate) with_anti_affinity: Vec<(usize, usize)>,
+    /// Namespace → its labels (pod affinity terms' namespaceSelector).
+    pub(crate) namespace_labels: HashMap<String, BTreeMap<String, String>>,
 }
 
 /// Pods that hold node resources: bound and not finished.
