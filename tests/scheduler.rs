@@ -287,7 +287,8 @@ fn schedulers_elect_one_leader_and_fail_over() {
 
 /// `skiffd fake-nodes` registers nodes that keep their Leases fresh and run pods without
 /// containers: a Deployment tolerating their taint spreads over them and becomes Available, its
-/// pods are finished off when scaled away, and other pods stay off them.
+/// pods are finished off when scaled away, other pods stay off them, and they go Unknown once
+/// the process stops.
 #[test]
 fn fake_nodes_run_pods_without_containers() {
     let cluster =
@@ -398,8 +399,31 @@ fn fake_nodes_run_pods_without_containers() {
         )
     });
 
-    // (That the nodes go Unknown once the process stops is left out here: it failed
-    // intermittently in this test while the lost-node test in controllers.rs passes — see the
-    // issue notes.)
+    // Without the process, the Leases lapse and the nodes become Unknown.
     fake.stop();
+    let ok = wait_for(Duration::from_secs(60), "fake nodes Unknown", || {
+        let out = cluster
+            .kubectl(&[
+                "get",
+                "nodes",
+                "-l",
+                "skiff.dev/fake-node=true",
+                "-o",
+                &format!("jsonpath={ready}"),
+            ])
+            .stdout;
+        (out.matches("=Unknown").count() == 3).then_some(())
+    });
+    if let Err(e) = ok {
+        panic!(
+            "{e}\n{}\nskiffd:\n{}",
+            cluster.kubectl(&["get", "nodes", "-o", "wide"]).all(),
+            cluster
+                .log()
+                .lines()
+                .filter(|l| l.contains("lifecycle") || l.contains("WARN"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
 }

@@ -21,6 +21,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -79,6 +80,11 @@ where
     subscribers: Vec<mpsc::Sender<Arc<K>>>,
     /// Wake-ups that never block the watch (for readers that rescan the caches).
     notifiers: Vec<Arc<tokio::sync::Notify>>,
+    /// Set once the first list is in. Our own flag, because kube's `Store::wait_until_ready`
+    /// wakes only the last of several tasks waiting at once (its one-shot channel keeps one
+    /// waker), which left whole controllers — the garbage collector, node lifecycle — waiting
+    /// forever now and then.
+    ready: Arc<watch::Sender<bool>>,
 }
 
 /// What a controller reads: the cache and the owner index.
@@ -88,6 +94,7 @@ where
 {
     store: Store<K>,
     index: Index<K>,
+    ready: watch::Receiver<bool>,
 }
 
 impl<K: Resource + Clone + 'static> Clone for Cache<K>
@@ -98,6 +105,7 @@ where
         Cache {
             store: self.store.clone(),
             index: self.index.clone(),
+            ready: self.ready.clone(),
         }
     }
 }
@@ -114,7 +122,7 @@ where
 
     /// Wait until the first list is in.
     pub(crate) async fn ready(&self) {
-        let _ = self.store.wait_until_ready().await;
+        let _ = self.ready.clone().wait_for(|ready| *ready).await;
     }
 
     pub(crate) fn get(&self, namespace: Option<&str>, name: &str) -> Option<Arc<K>> {
@@ -165,6 +173,7 @@ where
             writer: Some(writer),
             subscribers: Vec::new(),
             notifiers: Vec::new(),
+            ready: Arc::new(watch::channel(false).0),
         }
     }
 
@@ -172,6 +181,7 @@ where
         Cache {
             store: self.store.clone(),
             index: self.index.clone(),
+            ready: self.ready.subscribe(),
         }
     }
 
@@ -202,6 +212,7 @@ where
         let store = self.store.clone();
         let index = self.index.clone();
         let api = self.api.clone();
+        let ready = self.ready.clone();
         let span = tracing::info_span!("informer", kind = name);
         tasks.spawn(tracing::Instrument::instrument(
             async move {
@@ -227,6 +238,9 @@ where
                         before_relist = store.state();
                     }
                     writer.apply_watcher_event(&event);
+                    if matches!(event, watcher::Event::InitDone) {
+                        ready.send_replace(true);
+                    }
                     let changed: Vec<Arc<K>> = match event {
                         watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
                             reindex(&index, &o, true);
