@@ -379,3 +379,40 @@ pub(crate) fn controller_of<K: Resource, O: Resource<DynamicType = ()>>(
     (owner.kind == O::kind(&()) && owner.api_version == O::api_version(&()))
         .then(|| ObjectRef::new(&owner.name).within(&obj.namespace().unwrap_or_default()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+
+    /// A client that never reaches a server (the informer's watch is not started here).
+    fn offline_client() -> kube::Client {
+        let service = tower::service_fn(|_req: http::Request<kube::client::Body>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(kube::client::Body::empty()))
+        });
+        kube::Client::new(service, "default")
+    }
+
+    #[tokio::test]
+    async fn every_task_waiting_for_readiness_is_woken() {
+        let informer: Informer<ConfigMap> = Informer::new(Api::all(offline_client()));
+        let waiters: Vec<_> = (0..5)
+            .map(|_| {
+                let cache = informer.cache();
+                tokio::spawn(async move { cache.ready().await })
+            })
+            .collect();
+        // Let every waiter register before readiness arrives (kube's own wait would wake only
+        // the last one of them).
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        informer.ready.send_replace(true);
+        for waiter in waiters {
+            tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+                .await
+                .expect("woken")
+                .expect("no panic");
+        }
+        // A late reader returns at once.
+        informer.cache().ready().await;
+    }
+}
