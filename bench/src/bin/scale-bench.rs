@@ -81,6 +81,23 @@ impl Drop for Proc {
     }
 }
 
+/// `skiffd scheduler` or `skiffd controller-manager` against the server.
+fn start_component(
+    skiffd: &Path,
+    dir: &Path,
+    name: &'static str,
+    kubeconfig: &str,
+) -> Result<Proc> {
+    let args = [
+        name,
+        "--kubeconfig",
+        kubeconfig,
+        "--metrics-bind-address",
+        "127.0.0.1:0",
+    ];
+    Proc::start(skiffd, dir, name, &args)
+}
+
 async fn get(client: &HttpClient, addr: &str, path: &str) -> Result<Value> {
     let (status, body) = call(client, addr, "GET", path, None, "application/json").await?;
     if status != 200 {
@@ -180,30 +197,8 @@ async fn main() -> Result<()> {
     );
 
     // Idle memory on an empty cluster.
-    let scheduler = Proc::start(
-        &skiffd,
-        &dir,
-        "scheduler",
-        &[
-            "scheduler",
-            "--kubeconfig",
-            &kubeconfig,
-            "--metrics-bind-address",
-            "127.0.0.1:0",
-        ],
-    )?;
-    let controllers = Proc::start(
-        &skiffd,
-        &dir,
-        "controller-manager",
-        &[
-            "controller-manager",
-            "--kubeconfig",
-            &kubeconfig,
-            "--metrics-bind-address",
-            "127.0.0.1:0",
-        ],
-    )?;
+    let scheduler = start_component(&skiffd, &dir, "scheduler", &kubeconfig)?;
+    let controllers = start_component(&skiffd, &dir, "controller-manager", &kubeconfig)?;
     tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
     println!(
         "idle RSS (empty cluster): server {:.1} MB, scheduler {:.1} MB, controller-manager {:.1} MB",
@@ -268,18 +263,7 @@ async fn main() -> Result<()> {
     )
     .await?;
     let started = Instant::now();
-    let scheduler = Proc::start(
-        &skiffd,
-        &dir,
-        "scheduler",
-        &[
-            "scheduler",
-            "--kubeconfig",
-            &kubeconfig,
-            "--metrics-bind-address",
-            "127.0.0.1:0",
-        ],
-    )?;
+    let scheduler = start_component(&skiffd, &dir, "scheduler", &kubeconfig)?;
     let mut bound: HashSet<String> = HashSet::new();
     let mut running: HashSet<String> = HashSet::new();
     let mut first_bound = None;

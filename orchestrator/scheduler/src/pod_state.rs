@@ -105,9 +105,10 @@ pub(crate) fn has_required_anti_affinity(pod: &Pod) -> bool {
 }
 
 impl<'a> PodState<'a> {
-    pub(crate) fn new(pod: &'a Pod, snapshot: &Snapshot) -> PodState<'a> {
+    /// `pod` is shared, not copied: this runs once per pod per attempt.
+    pub(crate) fn new(pod: &'a Arc<Pod>, snapshot: &Snapshot) -> PodState<'a> {
         let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
-        let me = PlacedPod::of(Arc::new(pod.clone()));
+        let me = PlacedPod::of(pod.clone());
         let nodes = &snapshot.nodes;
         let labels = &snapshot.namespace_labels;
         let compile = |t: &PodAffinityTerm| CompiledTerm::new(t, namespace, labels);

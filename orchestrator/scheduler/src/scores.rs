@@ -196,7 +196,7 @@ mod tests {
     }
 
     fn best(
-        p: &Pod,
+        p: &Arc<Pod>,
         nodes: &[Arc<k8s_openapi::api::core::v1::Node>],
         placed: &[Arc<Pod>],
     ) -> String {

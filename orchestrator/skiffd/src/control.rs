@@ -94,18 +94,15 @@ pub(crate) fn spawn_scheduler(
             let _ = handle.await;
         }
     };
-    if !leader.leader_elect {
-        return Ok(tokio::spawn(start(client, shutdown)));
-    }
-    let config = leader.config("kube-scheduler", identity)?;
-    let lead_client = client.clone();
-    Ok(tokio::spawn(skiff_leader::run(
+    spawn_elected(
+        "kube-scheduler",
         client,
-        config,
-        metrics.leader.clone(),
+        leader,
+        identity,
+        metrics,
         shutdown,
-        move |token| start(lead_client.clone(), token),
-    )))
+        start,
+    )
 }
 
 /// Run the controllers (behind their Lease unless leader election is off) until `shutdown`.
@@ -123,14 +120,40 @@ pub(crate) fn spawn_controllers(
             skiff_controllers::start(client, config.clone(), controller_metrics.clone(), token);
         controllers.wait()
     };
+    spawn_elected(
+        "kube-controller-manager",
+        client,
+        leader,
+        identity,
+        metrics,
+        shutdown,
+        start,
+    )
+}
+
+/// Run `start` until `shutdown`: directly when leader election is off, else each time this
+/// process wins the Lease `kube-system/<lease>` (stopped when it loses it).
+fn spawn_elected<F, Fut>(
+    lease: &str,
+    client: kube::Client,
+    leader: &LeaderArgs,
+    identity: &str,
+    metrics: &ControlMetrics,
+    shutdown: CancellationToken,
+    start: F,
+) -> anyhow::Result<JoinHandle<()>>
+where
+    F: Fn(kube::Client, CancellationToken) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     if !leader.leader_elect {
         return Ok(tokio::spawn(start(client, shutdown)));
     }
-    let election = leader.config("kube-controller-manager", identity)?;
+    let config = leader.config(lease, identity)?;
     let lead_client = client.clone();
     Ok(tokio::spawn(skiff_leader::run(
         client,
-        election,
+        config,
         metrics.leader.clone(),
         shutdown,
         move |token| start(lead_client.clone(), token),
