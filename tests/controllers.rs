@@ -279,6 +279,39 @@ fn deployment_rollouts_with_kubectl() {
         &["get", "pods", "-l", "app=web"],
         "pods collected",
     );
+
+    // Every controller counts its work queue under client-go's names; the rollout went through
+    // the deployment and replicaset queues, and nothing is left waiting once it is over.
+    let metrics = cluster.http("GET", "/metrics", None, b"").unwrap();
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("missing {series} in\n{text}"))
+    };
+    for name in ["deployment", "replicaset"] {
+        assert!(value(&format!("workqueue_adds_total{{name=\"{name}\"}}")) > 0.0);
+        assert!(
+            value(&format!(
+                "workqueue_queue_duration_seconds_count{{name=\"{name}\"}}"
+            )) > 0.0
+        );
+        assert!(
+            value(&format!(
+                "workqueue_work_duration_seconds_count{{name=\"{name}\"}}"
+            )) > 0.0
+        );
+    }
+    for name in ["daemonset", "statefulset", "job", "cronjob", "namespace"] {
+        value(&format!("workqueue_depth{{name=\"{name}\"}}"));
+    }
+    wait_for(Duration::from_secs(30), "deployment queue drained", || {
+        let body = cluster.http("GET", "/metrics", None, b"").ok()?.body;
+        String::from_utf8_lossy(&body)
+            .contains("workqueue_depth{name=\"deployment\"} 0")
+            .then_some(())
+    })
+    .unwrap();
 }
 
 #[test]

@@ -31,6 +31,7 @@ use crate::metrics::ControllerMetrics;
 use crate::replicaset::api_message;
 use crate::runner::{self, ReconcileError};
 use crate::workload::{self, Availability, Expectations};
+use crate::workqueue::WorkQueue;
 
 const NAME: &str = "daemonset";
 
@@ -64,17 +65,14 @@ pub(crate) async fn run(
                 .collect::<Vec<_>>(),
         )
     });
-    let controller = Controller::for_stream(
-        daemonsets.map(|d| Ok(d.as_ref().clone())),
-        ctx.daemonsets.store(),
-    )
-    .reconcile_on(owners)
-    .reconcile_on(all);
+    let queue = WorkQueue::new(NAME, metrics);
+    let controller = Controller::for_stream(queue.objects(daemonsets), ctx.daemonsets.store())
+        .reconcile_on(queue.refs(owners))
+        .reconcile_on(queue.refs(all));
     runner::run_controller(
-        NAME,
+        queue,
         controller,
         move |ds| reconcile(ds, ctx.clone()),
-        metrics,
         shutdown,
     )
     .await;

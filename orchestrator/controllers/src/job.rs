@@ -23,6 +23,7 @@ use crate::metrics::ControllerMetrics;
 use crate::replicaset::api_message;
 use crate::runner::{self, ReconcileError};
 use crate::workload::{self, Expectations};
+use crate::workqueue::WorkQueue;
 
 const NAME: &str = "job";
 const INDEX: &str = "batch.kubernetes.io/job-completion-index";
@@ -46,13 +47,13 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
 ) {
     let owners = pods.filter_map(|p| futures::future::ready(controller_of::<Pod, Job>(&p)));
-    let controller = Controller::for_stream(jobs.map(|j| Ok(j.as_ref().clone())), ctx.jobs.store())
-        .reconcile_on(owners);
+    let queue = WorkQueue::new(NAME, metrics);
+    let controller = Controller::for_stream(queue.objects(jobs), ctx.jobs.store())
+        .reconcile_on(queue.refs(owners));
     runner::run_controller(
-        NAME,
+        queue,
         controller,
         move |job| reconcile(job, ctx.clone()),
-        metrics,
         shutdown,
     )
     .await;

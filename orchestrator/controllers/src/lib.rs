@@ -17,6 +17,7 @@ mod replicaset;
 mod runner;
 mod statefulset;
 mod workload;
+mod workqueue;
 
 use std::sync::Arc;
 

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{
     ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::informers::Cache;
 use crate::metrics::ControllerMetrics;
 use crate::runner::{self, ReconcileError};
+use crate::workqueue::WorkQueue;
 
 const NAME: &str = "namespace";
 const FINALIZER: &str = "kubernetes";
@@ -38,15 +39,12 @@ pub(crate) async fn run(
     metrics: ControllerMetrics,
     shutdown: CancellationToken,
 ) {
-    let controller = Controller::for_stream(
-        namespaces.map(|n| Ok(n.as_ref().clone())),
-        ctx.namespaces.store(),
-    );
+    let queue = WorkQueue::new(NAME, metrics);
+    let controller = Controller::for_stream(queue.objects(namespaces), ctx.namespaces.store());
     runner::run_controller(
-        NAME,
+        queue,
         controller,
         move |ns| reconcile(ns, ctx.clone()),
-        metrics,
         shutdown,
     )
     .await;

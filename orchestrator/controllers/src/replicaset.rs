@@ -20,6 +20,7 @@ use crate::informers::{Cache, controller_of};
 use crate::metrics::ControllerMetrics;
 use crate::runner::{self, ReconcileError};
 use crate::workload::{self, Availability, Expectations};
+use crate::workqueue::WorkQueue;
 
 const NAME: &str = "replicaset";
 /// Most pods created or deleted in one reconciliation (upstream's burstReplicas).
@@ -43,16 +44,13 @@ pub(crate) async fn run(
 ) {
     let rs_cache = ctx.replicasets.clone();
     let owners = pods.flat_map(move |pod| futures::stream::iter(owners_of(&pod, &rs_cache)));
-    let controller = Controller::for_stream(
-        replicasets.map(|rs| Ok(rs.as_ref().clone())),
-        ctx.replicasets.store(),
-    )
-    .reconcile_on(owners);
+    let queue = WorkQueue::new(NAME, metrics);
+    let controller = Controller::for_stream(queue.objects(replicasets), ctx.replicasets.store())
+        .reconcile_on(queue.refs(owners));
     runner::run_controller(
-        NAME,
+        queue,
         controller,
         move |rs| reconcile(rs, ctx.clone()),
-        metrics,
         shutdown,
     )
     .await;

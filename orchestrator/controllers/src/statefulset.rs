@@ -25,6 +25,7 @@ use crate::metrics::ControllerMetrics;
 use crate::replicaset::api_message;
 use crate::runner::{self, ReconcileError};
 use crate::workload::{self, Availability, Expectations};
+use crate::workqueue::WorkQueue;
 
 const NAME: &str = "statefulset";
 
@@ -45,16 +46,13 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
 ) {
     let owners = pods.filter_map(|p| futures::future::ready(controller_of::<Pod, StatefulSet>(&p)));
-    let controller = Controller::for_stream(
-        statefulsets.map(|s| Ok(s.as_ref().clone())),
-        ctx.statefulsets.store(),
-    )
-    .reconcile_on(owners);
+    let queue = WorkQueue::new(NAME, metrics);
+    let controller = Controller::for_stream(queue.objects(statefulsets), ctx.statefulsets.store())
+        .reconcile_on(queue.refs(owners));
     runner::run_controller(
-        NAME,
+        queue,
         controller,
         move |sts| reconcile(sts, ctx.clone()),
-        metrics,
         shutdown,
     )
     .await;

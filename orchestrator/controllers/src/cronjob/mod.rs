@@ -27,6 +27,7 @@ use crate::metrics::ControllerMetrics;
 use crate::replicaset::api_message;
 use crate::runner::{self, ReconcileError};
 use crate::workload;
+use crate::workqueue::WorkQueue;
 pub(crate) use schedule::Schedule;
 
 const NAME: &str = "cronjob";
@@ -62,16 +63,13 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
 ) {
     let owners = jobs.filter_map(|j| futures::future::ready(controller_of::<Job, CronJob>(&j)));
-    let controller = Controller::for_stream(
-        cronjobs.map(|c| Ok(c.as_ref().clone())),
-        ctx.cronjobs.store(),
-    )
-    .reconcile_on(owners);
+    let queue = WorkQueue::new(NAME, metrics);
+    let controller = Controller::for_stream(queue.objects(cronjobs), ctx.cronjobs.store())
+        .reconcile_on(queue.refs(owners));
     runner::run_controller(
-        NAME,
+        queue,
         controller,
         move |cj| reconcile(cj, ctx.clone()),
-        metrics,
         shutdown,
     )
     .await;

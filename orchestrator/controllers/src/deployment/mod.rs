@@ -26,6 +26,7 @@ use crate::informers::{Cache, controller_of};
 use crate::metrics::ControllerMetrics;
 use crate::runner::{self, ReconcileError};
 use crate::workload;
+use crate::workqueue::WorkQueue;
 use revisions::{DESIRED_REPLICAS, HASH_LABEL, MAX_REPLICAS, REVISION};
 use rollout::Rs;
 use status::Phase;
@@ -62,17 +63,14 @@ pub(crate) async fn run(
             .and_then(|rs| controller_of::<ReplicaSet, Deployment>(rs.as_ref()));
         futures::future::ready(owner)
     });
-    let controller = Controller::for_stream(
-        deployments.map(|d| Ok(d.as_ref().clone())),
-        ctx.deployments.store(),
-    )
-    .reconcile_on(from_rs)
-    .reconcile_on(from_pods);
+    let queue = WorkQueue::new(NAME, metrics);
+    let controller = Controller::for_stream(queue.objects(deployments), ctx.deployments.store())
+        .reconcile_on(queue.refs(from_rs))
+        .reconcile_on(queue.refs(from_pods));
     runner::run_controller(
-        NAME,
+        queue,
         controller,
         move |d| reconcile(d, ctx.clone()),
-        metrics,
         shutdown,
     )
     .await;
