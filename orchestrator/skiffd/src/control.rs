@@ -15,7 +15,7 @@ use skiff_leader::{LeaderElectionConfig, LeaderMetrics};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let d: jiff::SignedDuration = text
         .parse()
         .map_err(|e| format!("{text:?} is not a duration like 15s or 500ms: {e}"))?;

@@ -5,6 +5,7 @@ mod agent_flags;
 mod control;
 mod fake_nodes;
 mod join;
+mod search;
 mod token;
 mod up;
 
@@ -40,6 +41,8 @@ enum Command {
     ControllerManager(control::ControllerManagerArgs),
     /// Host many fake nodes whose pods go Running without containers (scale testing).
     FakeNodes(fake_nodes::FakeNodesArgs),
+    /// Run the log search service (tantivy index, native and Loki-compatible HTTP API).
+    Search(search::SearchArgs),
     /// Manage bootstrap tokens that let new nodes join.
     Token(token::TokenArgs),
     /// Supervise one process-runtime container (started by the agent, not by hand).
@@ -81,6 +84,7 @@ fn main() -> anyhow::Result<()> {
         Command::Scheduler(args) => runtime.block_on(control::run_scheduler(args)),
         Command::ControllerManager(args) => runtime.block_on(control::run_controller_manager(args)),
         Command::FakeNodes(args) => runtime.block_on(fake_nodes::run(args)),
+        Command::Search(args) => runtime.block_on(search::run(args)),
         Command::Token(args) => runtime.block_on(token::run(args)),
         Command::ContainerShim { .. } => unreachable!("handled before the runtime starts"),
     }

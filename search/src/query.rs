@@ -1,0 +1,445 @@
+//! Turning a search request into a tantivy query and running it over the day indexes: the
+//! newest (or oldest) N lines in a stable order, cursor pages, highlighting, and context.
+
+use std::ops::Bound;
+
+use tantivy::collector::{Count, TopDocs};
+use tantivy::query::{
+    AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery, RegexQuery, TermQuery,
+};
+use tantivy::schema::IndexRecordOption;
+use tantivy::snippet::SnippetGenerator;
+use tantivy::{DateTime, DocAddress, Searcher, SegmentReader, TantivyDocument, Term};
+
+use crate::record::LogRecord;
+use crate::schema::Fields;
+use crate::store::Store;
+
+/// A bad request, with a message that says what and where.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Index(#[from] tantivy::TantivyError),
+}
+
+/// How a label must match.
+#[derive(Clone, Debug)]
+pub enum Matcher {
+    Eq(String),
+    Ne(String),
+    Re(String),
+    NotRe(String),
+}
+
+/// What lines to consider.
+#[derive(Clone, Debug, Default)]
+pub struct Filters {
+    /// Lucene-style query text over the message (and `field:value` terms).
+    pub text: Option<String>,
+    /// Label matchers: a built-in label (`namespace`, `pod`, …) or a pod label (`labels.app`).
+    pub labels: Vec<(String, Matcher)>,
+    /// Unix ns, inclusive.
+    pub start: i64,
+    /// Unix ns, exclusive.
+    pub end: i64,
+}
+
+/// Newest or oldest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Order {
+    #[default]
+    Desc,
+    Asc,
+}
+
+/// A position in the stable order: timestamp, then sequence number.
+pub type Position = (i64, u64);
+
+#[derive(Clone, Debug)]
+pub struct SearchRequest {
+    pub filters: Filters,
+    pub order: Order,
+    pub limit: usize,
+    /// Continue after this position (exclusive), in `order`.
+    pub after: Option<Position>,
+    pub highlight: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Hit {
+    pub ts: i64,
+    pub seq: u64,
+    pub record: LogRecord,
+    /// The message with matches in `<b>…</b>` (HTML-escaped).
+    pub highlight: Option<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SearchResult {
+    pub hits: Vec<Hit>,
+    /// Lines matching the filters (all pages).
+    pub total: usize,
+    /// Where the next page starts, when there may be one.
+    pub next: Option<Position>,
+}
+
+/// The parts of a compiled query.
+pub struct Compiled {
+    pub query: Box<dyn Query>,
+    /// The text part alone (for highlighting).
+    pub text: Option<Box<dyn Query>>,
+}
+
+/// Build the tantivy query for `filters`.
+pub fn compile(fields: &Fields, filters: &Filters) -> Result<Compiled, QueryError> {
+    let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+    clauses.push((
+        Occur::Must,
+        Box::new(RangeQuery::new(
+            Bound::Included(Term::from_field_date(
+                fields.ts,
+                DateTime::from_timestamp_nanos(filters.start),
+            )),
+            Bound::Excluded(Term::from_field_date(
+                fields.ts,
+                DateTime::from_timestamp_nanos(filters.end),
+            )),
+        )),
+    ));
+    for (name, matcher) in &filters.labels {
+        let (occur, q) = label_clause(fields, name, matcher)?;
+        clauses.push((occur, q));
+    }
+    let text = match filters.text.as_deref().map(str::trim) {
+        Some(t) if !t.is_empty() && t != "*" => {
+            let mut parser = QueryParser::new(
+                fields.schema.clone(),
+                vec![fields.message],
+                tantivy::tokenizer::TokenizerManager::default(),
+            );
+            parser.set_conjunction_by_default();
+            // The lenient grammar reports where the text goes wrong; the strict one only fails.
+            let (ast, errors) = tantivy::query_grammar::parse_query_lenient(t);
+            if let Some(e) = errors.first() {
+                return Err(QueryError::Invalid(format!(
+                    "query {t:?}: at character {}: {}",
+                    e.pos + 1,
+                    e.message
+                )));
+            }
+            let q = parser
+                .build_query_from_user_input_ast(ast)
+                .map_err(|e| QueryError::Invalid(format!("query {t:?}: {e}")))?;
+            clauses.push((Occur::Must, q.box_clone()));
+            Some(q)
+        }
+        _ => None,
+    };
+    if clauses.iter().all(|(o, _)| *o == Occur::MustNot) {
+        clauses.push((Occur::Must, Box::new(AllQuery)));
+    }
+    Ok(Compiled {
+        query: Box::new(BooleanQuery::new(clauses)),
+        text,
+    })
+}
+
+fn label_clause(
+    fields: &Fields,
+    name: &str,
+    matcher: &Matcher,
+) -> Result<(Occur, Box<dyn Query>), QueryError> {
+    let (field, path) = match fields.label(name) {
+        Some(f) => (f, None),
+        None => {
+            let key = name.strip_prefix("labels.").unwrap_or(name);
+            if key.is_empty() {
+                return Err(QueryError::Invalid(format!("label name {name:?} is empty")));
+            }
+            (fields.labels, Some(key))
+        }
+    };
+    let term = |value: &str| match path {
+        None => Term::from_field_text(field, value),
+        Some(key) => {
+            let mut t = Term::from_field_json_path(field, key, false);
+            t.append_type_and_str(value);
+            t
+        }
+    };
+    let regex = |re: &str| -> Result<Box<dyn Query>, QueryError> {
+        if path.is_some() {
+            return Err(QueryError::Invalid(format!(
+                "regular expressions match built-in labels only, not pod label {name:?}"
+            )));
+        }
+        Ok(Box::new(RegexQuery::from_pattern(re, field).map_err(
+            |e| QueryError::Invalid(format!("regular expression {re:?}: {e}")),
+        )?))
+    };
+    Ok(match matcher {
+        Matcher::Eq(v) => (
+            Occur::Must,
+            Box::new(TermQuery::new(term(v), IndexRecordOption::Basic)),
+        ),
+        Matcher::Ne(v) => (
+            Occur::MustNot,
+            Box::new(TermQuery::new(term(v), IndexRecordOption::Basic)),
+        ),
+        Matcher::Re(re) => (Occur::Must, regex(re)?),
+        Matcher::NotRe(re) => (Occur::MustNot, regex(re)?),
+    })
+}
+
+/// The stable-order sort key of every document of a segment; `None` for documents at or
+/// before `after` (they rank lowest and are dropped).
+type SegmentKey = Box<dyn FnMut(tantivy::DocId) -> Option<(i64, u64)>>;
+
+fn sort_key(
+    order: Order,
+    after: Option<Position>,
+) -> impl Fn(&SegmentReader) -> SegmentKey + Send + Sync + 'static {
+    move |segment: &SegmentReader| {
+        let ts = segment
+            .fast_fields()
+            .date("ts")
+            .expect("ts is a fast field")
+            .first_or_default_col(DateTime::MIN);
+        let seq = segment
+            .fast_fields()
+            .u64("seq")
+            .expect("seq is a fast field")
+            .first_or_default_col(0);
+        Box::new(move |doc| {
+            let pos = (ts.get_val(doc).into_timestamp_nanos(), seq.get_val(doc));
+            // The collector keeps the greatest keys: for Asc, older must be greater.
+            let key = match order {
+                Order::Desc => pos,
+                Order::Asc => (i64::MAX.saturating_sub(pos.0), u64::MAX - pos.1),
+            };
+            let past = match (order, after) {
+                (_, None) => false,
+                (Order::Desc, Some(a)) => pos >= a,
+                (Order::Asc, Some(a)) => pos <= a,
+            };
+            (!past).then_some(key)
+        })
+    }
+}
+
+/// Run `req` over `store`.
+pub fn search(store: &Store, req: &SearchRequest) -> Result<SearchResult, QueryError> {
+    let fields = &store.fields;
+    let mut filters = req.filters.clone();
+    // A cursor narrows the time range too, so older days are skipped.
+    if let Some((ts, _)) = req.after {
+        match req.order {
+            Order::Desc => filters.end = filters.end.min(ts.saturating_add(1)),
+            Order::Asc => filters.start = filters.start.max(ts),
+        }
+    }
+    let mut days = store.days_between(filters.start, filters.end);
+    if req.order == Order::Desc {
+        days.reverse();
+    }
+    let mut result = SearchResult::default();
+    let compiled = compile(fields, &filters)?;
+    for day in &days {
+        let searcher = day.searcher();
+        let top = TopDocs::with_limit(req.limit.max(1)).order_by(sort_key(req.order, req.after));
+        let (count, top) = searcher.search(&*compiled.query, &(Count, top))?;
+        result.total += count;
+        if result.hits.len() >= req.limit {
+            continue;
+        }
+        let snippets = match (&compiled.text, req.highlight) {
+            (Some(q), true) => {
+                let mut g = SnippetGenerator::create(&searcher, &**q, fields.message)?;
+                g.set_max_num_chars(2000);
+                Some(g)
+            }
+            _ => None,
+        };
+        for (key, addr) in top {
+            if key.is_none() || result.hits.len() >= req.limit {
+                continue;
+            }
+            result
+                .hits
+                .push(hit(fields, &searcher, addr, snippets.as_ref())?);
+        }
+    }
+    if result.hits.len() == req.limit {
+        result.next = result.hits.last().map(|h| (h.ts, h.seq));
+    }
+    Ok(result)
+}
+
+fn hit(
+    fields: &Fields,
+    searcher: &Searcher,
+    addr: DocAddress,
+    snippets: Option<&SnippetGenerator>,
+) -> Result<Hit, QueryError> {
+    let doc: TantivyDocument = searcher.doc(addr)?;
+    let (record, seq) = fields.record(&doc);
+    let highlight = snippets.map(|g| {
+        let s = g.snippet(&record.message);
+        if s.highlighted().is_empty() {
+            html_escape(&record.message)
+        } else {
+            s.to_html()
+        }
+    });
+    Ok(Hit {
+        ts: record.ts,
+        seq,
+        record,
+        highlight,
+    })
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The line with sequence number `seq`, looked up newest day first.
+pub fn find(store: &Store, seq: u64) -> Result<Option<Hit>, QueryError> {
+    let fields = &store.fields;
+    let q = TermQuery::new(
+        Term::from_field_u64(fields.seq, seq),
+        IndexRecordOption::Basic,
+    );
+    for day in store.days().iter().rev() {
+        let searcher = day.searcher();
+        let top = searcher.search(&q, &TopDocs::with_limit(1).order_by_score())?;
+        if let Some((_, addr)) = top.first() {
+            return Ok(Some(hit(fields, &searcher, *addr, None)?));
+        }
+    }
+    Ok(None)
+}
+
+/// Up to `before` lines before and `after` lines after line `seq` from the same container,
+/// oldest first, the line itself included.
+pub fn context(
+    store: &Store,
+    seq: u64,
+    before: usize,
+    after: usize,
+) -> Result<Option<Vec<Hit>>, QueryError> {
+    let Some(center) = find(store, seq)? else {
+        return Ok(None);
+    };
+    let mut labels = Vec::new();
+    for name in ["namespace", "pod", "container", "component", "node"] {
+        if let Some(v) = center.record.label(name) {
+            labels.push((name.to_owned(), Matcher::Eq(v.to_owned())));
+        }
+    }
+    let filters = Filters {
+        text: None,
+        labels,
+        start: 0,
+        end: i64::MAX,
+    };
+    let at = (center.ts, center.seq);
+    let run = |order, limit| {
+        search(
+            store,
+            &SearchRequest {
+                filters: filters.clone(),
+                order,
+                limit,
+                after: Some(at),
+                highlight: false,
+            },
+        )
+    };
+    let mut lines = if before > 0 {
+        run(Order::Desc, before)?.hits
+    } else {
+        Vec::new()
+    };
+    lines.reverse();
+    lines.push(center);
+    if after > 0 {
+        lines.extend(run(Order::Asc, after)?.hits);
+    }
+    Ok(Some(lines))
+}
+
+/// Lines (or message bytes) matching `filters` per `step` bucket from `filters.start`, split
+/// by the built-in labels `group_by`.
+pub fn counts(
+    store: &Store,
+    filters: &Filters,
+    step: i64,
+    group_by: &[String],
+    bytes: bool,
+) -> Result<crate::counts::Groups, QueryError> {
+    for g in group_by {
+        if store.fields.label(g).is_none() {
+            return Err(QueryError::Invalid(format!(
+                "cannot split by {g:?}: one of {} is needed",
+                crate::schema::LABEL_FIELDS.join(", ")
+            )));
+        }
+    }
+    if step <= 0 || filters.end <= filters.start {
+        return Err(QueryError::Invalid(
+            "the step and the time range must be positive".into(),
+        ));
+    }
+    let buckets = filters
+        .end
+        .saturating_sub(filters.start)
+        .saturating_add(step - 1)
+        / step;
+    if buckets > 11_000 {
+        return Err(QueryError::Invalid(format!(
+            "{buckets} buckets is too many (at most 11000): use a larger step"
+        )));
+    }
+    let collector = crate::counts::GroupedCounts {
+        start: filters.start,
+        step,
+        buckets: buckets as usize,
+        group_by: group_by.to_vec(),
+        bytes,
+    };
+    let mut out = crate::counts::Groups::new();
+    let compiled = compile(&store.fields, filters)?;
+    for day in store.days_between(filters.start, filters.end) {
+        let searcher = day.searcher();
+        for (k, v) in searcher.search(&*compiled.query, &collector)? {
+            let slot = out.entry(k).or_insert_with(|| vec![0.0; v.len()]);
+            for (a, b) in slot.iter_mut().zip(v) {
+                *a += b;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The values of a built-in label among lines matching `filters`, with their line counts,
+/// most frequent first.
+pub fn values(
+    store: &Store,
+    filters: &Filters,
+    label: &str,
+) -> Result<Vec<(String, u64)>, QueryError> {
+    let span = filters.end.saturating_sub(filters.start).max(1);
+    let groups = counts(store, filters, span, &[label.to_owned()], false)?;
+    let mut out: Vec<(String, u64)> = groups
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.into_iter().next()??, v.iter().sum::<f64>() as u64)))
+        .collect();
+    out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    Ok(out)
+}

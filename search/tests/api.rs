@@ -1,0 +1,371 @@
+//! The native HTTP API in process: ingest, search (order, cursor pages, highlighting, filters),
+//! histogram, label values, context, deduplication, and bad input answered with 4xx.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use skiff_search::http::{Api, router};
+use skiff_search::metrics::Metrics;
+use skiff_search::pipeline::{Pipeline, PipelineConfig};
+use skiff_search::store::{Store, WriterSettings};
+use tower::ServiceExt;
+
+struct Service {
+    _dir: tempfile::TempDir,
+    app: axum::Router,
+    pipeline: Arc<Pipeline>,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.pipeline.shutdown();
+    }
+}
+
+fn service() -> Service {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        Store::open(
+            &dir.path().join("indexes"),
+            WriterSettings {
+                threads: 1,
+                memory_bytes: 15_000_000,
+            },
+        )
+        .unwrap(),
+    );
+    let metrics = Metrics::default();
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+    let pipeline = Pipeline::start(
+        dir.path(),
+        store,
+        PipelineConfig {
+            commit_interval: Duration::from_millis(100),
+            max_line_bytes: 1024,
+            max_queued_batches: 8,
+        },
+        metrics,
+    )
+    .unwrap();
+    let app = router(Arc::new(Api {
+        pipeline: pipeline.clone(),
+        registry,
+    }));
+    Service {
+        _dir: dir,
+        app,
+        pipeline,
+    }
+}
+
+impl Service {
+    async fn call(&self, method: &str, uri: &str, body: Vec<u8>) -> (u16, Value) {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::from(body))
+            .unwrap();
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (status, v)
+    }
+
+    async fn ingest(&self, records: &[Value]) -> (u16, Value) {
+        let body: Vec<u8> = records
+            .iter()
+            .flat_map(|r| {
+                let mut l = serde_json::to_vec(r).unwrap();
+                l.push(b'\n');
+                l
+            })
+            .collect();
+        self.call("POST", "/api/v1/ingest", body).await
+    }
+
+    async fn get(&self, uri: &str) -> Value {
+        let (status, v) = self.call("GET", uri, Vec::new()).await;
+        assert_eq!(status, 200, "{uri}: {v}");
+        v
+    }
+
+    /// Wait until every accepted line is searchable.
+    async fn settle(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let want = self.pipeline.metrics.lines.get();
+            let have: u64 = self
+                .pipeline
+                .store
+                .days()
+                .iter()
+                .map(|d| d.searcher().num_docs())
+                .sum();
+            if have >= want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{have} of {want} lines searchable"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+const T0: i64 = 1_795_651_200_000_000_000; // 2026-11-26T00:00:00Z
+const SEC: i64 = 1_000_000_000;
+
+fn line(ts: i64, pod: &str, message: &str) -> Value {
+    json!({
+        "ts": ts, "message": message, "namespace": "shop", "pod": pod, "container": "app",
+        "stream": "stdout", "node": "n1", "labels": {"app": "web", "tier": "front"},
+    })
+}
+
+fn messages(v: &Value) -> Vec<String> {
+    v["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["message"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+const RANGE: &str = "start=1795651200000000000&end=1795654800000000000";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_are_searchable_in_a_stable_order_with_pages() {
+    let s = service();
+    let mut lines = Vec::new();
+    for i in 0..10 {
+        // Pairs of lines share a timestamp: the ingest order breaks the tie.
+        lines.push(line(
+            T0 + (i / 2) * SEC,
+            "web-1",
+            &format!("request {i} ok"),
+        ));
+    }
+    lines.push(line(
+        T0 + 20 * SEC,
+        "web-2",
+        "ERROR connection refused by db",
+    ));
+    let (status, out) = s.ingest(&lines).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["accepted"], 11);
+    s.settle().await;
+
+    let v = s.get(&format!("/api/v1/search?{RANGE}&limit=4")).await;
+    assert_eq!(v["total"], 11);
+    assert_eq!(
+        messages(&v),
+        [
+            "ERROR connection refused by db",
+            "request 9 ok",
+            "request 8 ok",
+            "request 7 ok"
+        ]
+    );
+    // Pages continue exactly where the last one stopped, ties included.
+    let mut all = messages(&v);
+    let mut cursor = v["cursor"].as_str().unwrap().to_owned();
+    loop {
+        let v = s
+            .get(&format!("/api/v1/search?{RANGE}&limit=4&cursor={cursor}"))
+            .await;
+        all.extend(messages(&v));
+        match v["cursor"].as_str() {
+            Some(c) => cursor = c.to_owned(),
+            None => break,
+        }
+    }
+    let mut expected: Vec<String> = (0..10).rev().map(|i| format!("request {i} ok")).collect();
+    expected.insert(0, "ERROR connection refused by db".into());
+    assert_eq!(all, expected);
+
+    let v = s
+        .get(&format!("/api/v1/search?{RANGE}&order=asc&limit=2"))
+        .await;
+    assert_eq!(messages(&v), ["request 0 ok", "request 1 ok"]);
+
+    // Query text, label filters, detected level, highlighting.
+    let v = s
+        .get(&format!(
+            "/api/v1/search?{RANGE}&query=%22connection%20refused%22&highlight=true"
+        ))
+        .await;
+    assert_eq!(v["total"], 1);
+    assert_eq!(v["hits"][0]["level"], "error");
+    assert_eq!(v["hits"][0]["pod"], "web-2");
+    assert_eq!(v["hits"][0]["labels"]["tier"], "front");
+    assert!(
+        v["hits"][0]["highlight"]
+            .as_str()
+            .unwrap()
+            .contains("<b>connection</b> <b>refused</b>"),
+        "{v}"
+    );
+    let v = s
+        .get(&format!("/api/v1/search?{RANGE}&pod=web-1&query=request"))
+        .await;
+    assert_eq!(v["total"], 10);
+    let v = s
+        .get(&format!("/api/v1/search?{RANGE}&label=tier=back"))
+        .await;
+    assert_eq!(v["total"], 0);
+    let v = s
+        .get(&format!(
+            "/api/v1/search?{RANGE}&label=tier!=back&level=error"
+        ))
+        .await;
+    assert_eq!(v["total"], 1);
+    let v = s
+        .get(&format!("/api/v1/search?{RANGE}&query=level:error"))
+        .await;
+    assert_eq!(v["total"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn histogram_values_and_context() {
+    let s = service();
+    let mut lines = Vec::new();
+    for i in 0..6 {
+        lines.push(line(T0 + i * 30 * SEC, "web-1", &format!("INFO tick {i}")));
+    }
+    lines.push(line(T0 + 61 * SEC, "web-2", "WARN slow"));
+    s.ingest(&lines).await;
+    s.settle().await;
+
+    let v = s
+        .get("/api/v1/histogram?start=1795651200000000000&end=1795651380000000000&interval=1m&split=level")
+        .await;
+    let counts: Vec<u64> = v["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["count"].as_u64().unwrap())
+        .collect();
+    assert_eq!(counts, [2, 3, 2]);
+    assert_eq!(v["buckets"][1]["by"], json!({"info": 2, "warn": 1}));
+
+    let v = s.get(&format!("/api/v1/labels/pod/values?{RANGE}")).await;
+    assert_eq!(
+        v["values"],
+        json!([{"value": "web-1", "count": 6}, {"value": "web-2", "count": 1}])
+    );
+    let v = s.get(&format!("/api/v1/labels?{RANGE}")).await;
+    for l in [
+        "namespace",
+        "pod",
+        "container",
+        "node",
+        "app",
+        "stream",
+        "level",
+    ] {
+        assert!(
+            v["labels"].as_array().unwrap().contains(&json!(l)),
+            "{l}: {v}"
+        );
+    }
+
+    let hit = s
+        .get(&format!("/api/v1/search?{RANGE}&query=%22tick%203%22"))
+        .await;
+    let seq = hit["hits"][0]["seq"].as_u64().unwrap();
+    let v = s
+        .get(&format!("/api/v1/context?seq={seq}&before=2&after=1"))
+        .await;
+    let around: Vec<&str> = v["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["message"].as_str().unwrap())
+        .collect();
+    // Same container only: web-2's line is not part of web-1's context.
+    assert_eq!(
+        around,
+        ["INFO tick 1", "INFO tick 2", "INFO tick 3", "INFO tick 4"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resent_lines_are_stored_once() {
+    let s = service();
+    let keyed = |offset: u64, msg: &str| {
+        let mut l = line(T0, "web-1", msg);
+        l["source"] = json!("n1:42:abc");
+        l["offset"] = json!(offset);
+        l
+    };
+    let (_, out) = s.ingest(&[keyed(0, "one"), keyed(4, "two")]).await;
+    assert_eq!(out, json!({"accepted": 2, "duplicates": 0, "truncated": 0}));
+    let (_, out) = s.ingest(&[keyed(4, "two"), keyed(8, "three")]).await;
+    assert_eq!(out, json!({"accepted": 1, "duplicates": 1, "truncated": 0}));
+    s.settle().await;
+    let v = s.get(&format!("/api/v1/search?{RANGE}&order=asc")).await;
+    assert_eq!(messages(&v), ["one", "two", "three"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_4xx_and_stores_nothing() {
+    let s = service();
+    let bad = |body: &[u8]| s.call("POST", "/api/v1/ingest", body.to_vec());
+    let (status, v) = bad(b"{\"ts\":1,\"message\":\"fine\"}\n{not json}\n").await;
+    assert_eq!(status, 400);
+    assert!(v["error"].as_str().unwrap().starts_with("line 2:"), "{v}");
+    let (status, v) = bad(b"{\"ts\":1,\"message\":\"\xff\xfe\"}\n").await;
+    assert_eq!(status, 400, "{v}");
+    let (status, v) = bad(b"{\"ts\":\"yesterday\",\"message\":\"x\"}").await;
+    assert_eq!(status, 400);
+    assert!(v["error"].as_str().unwrap().contains("timestamp"), "{v}");
+    let long_pod = "p".repeat(5000);
+    let (status, v) = s
+        .ingest(&[json!({"ts": T0, "message": "x", "pod": long_pod})])
+        .await;
+    assert_eq!(status, 400);
+    assert!(v["error"].as_str().unwrap().contains("label pod"), "{v}");
+    let (status, _) = bad(&vec![b' '; skiff_search::http::MAX_BODY_BYTES + 10]).await;
+    assert_eq!(status, 413);
+
+    // Binary-ish but valid JSON text and an over-long line are stored (the line cut).
+    let (status, v) = s
+        .ingest(&[
+            line(T0, "web-1", "\u{0}\u{1}binary\u{7f}"),
+            line(T0 + 1, "web-1", &"z".repeat(5000)),
+        ])
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["truncated"], 1);
+    s.settle().await;
+    let v = s.get(&format!("/api/v1/search?{RANGE}")).await;
+    assert_eq!(v["total"], 2);
+    assert_eq!(v["hits"][0]["message"].as_str().unwrap().len(), 1024);
+
+    for (uri, what) in [
+        ("/api/v1/search?query=(unclosed", "query"),
+        ("/api/v1/search?start=abc", "start"),
+        ("/api/v1/search?since=forever", "since"),
+        ("/api/v1/search?limit=-1", "limit"),
+        ("/api/v1/search?cursor=zzz", "cursor"),
+        ("/api/v1/search?order=sideways", "order"),
+        ("/api/v1/histogram?split=message", "split"),
+        ("/api/v1/histogram?interval=1ns&since=24h", "buckets"),
+        ("/api/v1/context", "seq"),
+    ] {
+        let (status, v) = s.call("GET", uri, Vec::new()).await;
+        assert_eq!(status, 400, "{uri}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(what), "{uri}: {v}");
+    }
+    let (status, _) = s
+        .call("GET", "/api/v1/context?seq=999999", Vec::new())
+        .await;
+    assert_eq!(status, 404);
+}
