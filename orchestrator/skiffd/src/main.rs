@@ -5,6 +5,7 @@ mod agent_flags;
 mod control;
 mod fake_nodes;
 mod join;
+mod log_collector;
 mod search;
 mod token;
 mod up;
@@ -41,6 +42,8 @@ enum Command {
     ControllerManager(control::ControllerManagerArgs),
     /// Host many fake nodes whose pods go Running without containers (scale testing).
     FakeNodes(fake_nodes::FakeNodesArgs),
+    /// Follow this node's container log files and ship them to the log search service.
+    LogCollector(log_collector::LogCollectorArgs),
     /// Run the log search service (tantivy index, native and Loki-compatible HTTP API).
     Search(search::SearchArgs),
     /// Manage bootstrap tokens that let new nodes join.
@@ -84,6 +87,7 @@ fn main() -> anyhow::Result<()> {
         Command::Scheduler(args) => runtime.block_on(control::run_scheduler(args)),
         Command::ControllerManager(args) => runtime.block_on(control::run_controller_manager(args)),
         Command::FakeNodes(args) => runtime.block_on(fake_nodes::run(args)),
+        Command::LogCollector(args) => runtime.block_on(log_collector::run(args)),
         Command::Search(args) => runtime.block_on(search::run(args)),
         Command::Token(args) => runtime.block_on(token::run(args)),
         Command::ContainerShim { .. } => unreachable!("handled before the runtime starts"),

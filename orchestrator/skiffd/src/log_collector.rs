@@ -1,0 +1,67 @@
+//! `skiffd log-collector`: follow a node's container log files and ship them (see
+//! skiff-log-collector). `skiffd up` runs it as the `kube-system/skiff-log-collector` DaemonSet.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use prometheus_client::registry::Registry;
+use skiff_log_collector::metrics::Metrics;
+use tokio_util::sync::CancellationToken;
+
+/// Flags of `skiffd log-collector`.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct LogCollectorArgs {
+    /// The pod log directory to follow.
+    #[arg(long, default_value = "/var/log/pods")]
+    pods_dir: PathBuf,
+    /// Where the checkpoints are kept (a hostPath in the DaemonSet, so they outlive the pod).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// This node's name.
+    #[arg(long, env = "NODE_NAME")]
+    node_name: String,
+    /// The skiff-search service.
+    #[arg(long, default_value = "http://127.0.0.1:9428")]
+    sink_url: String,
+    /// Lines per batch.
+    #[arg(long, default_value_t = 2000)]
+    batch_lines: usize,
+    /// Longest wait before a batch with lines in it is sent.
+    #[arg(long, default_value = "200ms", value_parser = crate::control::parse_duration)]
+    flush_interval: Duration,
+    /// Where to serve /metrics and /healthz (plain HTTP).
+    #[arg(long, default_value = "127.0.0.1:2020")]
+    metrics_bind_address: SocketAddr,
+}
+
+/// Run until SIGINT/SIGTERM.
+pub(crate) async fn run(args: LogCollectorArgs) -> anyhow::Result<()> {
+    let metrics = Metrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let shutdown = CancellationToken::new();
+    let server =
+        crate::control::serve_metrics(args.metrics_bind_address, registry, shutdown.clone())
+            .await?;
+    let mut config = skiff_log_collector::Config::new(
+        args.pods_dir,
+        args.data_dir,
+        args.node_name,
+        args.sink_url,
+    );
+    config.batch_lines = args.batch_lines.max(1);
+    config.flush_interval = args.flush_interval;
+    let mut collector = tokio::spawn(skiff_log_collector::run(config, metrics, shutdown.clone()));
+    let result = tokio::select! {
+        _ = crate::up::shutdown_signal() => {
+            shutdown.cancel();
+            (&mut collector).await
+        }
+        r = &mut collector => r,
+    };
+    shutdown.cancel();
+    let _ = server.await;
+    result?
+}
