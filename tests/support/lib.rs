@@ -193,6 +193,8 @@ pub struct Cluster {
     extra_args: Vec<String>,
     /// This cluster's node name (unique per test cluster).
     pub node: String,
+    /// `127.0.0.1:port` of the log search service (with `--search-port`).
+    pub search_addr: Option<String>,
 }
 
 impl Cluster {
@@ -213,6 +215,7 @@ impl Cluster {
             cache: tempfile::tempdir()?,
             extra_args: extra.iter().map(|s| (*s).to_owned()).collect(),
             node: format!("node-{:08x}", rand_u32()),
+            search_addr: None,
         };
         cluster.launch()?;
         Ok(cluster)
@@ -229,6 +232,11 @@ impl Cluster {
         let given = |flag: &str| self.extra_args.iter().any(|a| a == flag);
         if !given("--runtime") {
             defaults.extend(["--runtime".into(), "process".into()]);
+        }
+        // The log pipeline (search service, collector DaemonSet) only where a test asks for it
+        // with `--search-port`: other tests count pods and DaemonSets.
+        if !given("--search-port") {
+            defaults.push("--disable-log-pipeline".into());
         }
         let logs = self.dir.path().join("logs");
         defaults.extend([
@@ -271,6 +279,9 @@ impl Cluster {
             .trim_start_matches("http://")
             .to_owned();
         self.kubeconfig = PathBuf::from(info["kubeconfig"].as_str().unwrap_or_default());
+        self.search_addr = info["search"]
+            .as_str()
+            .map(|s| s.trim_start_matches("http://").to_owned());
         Ok(())
     }
 

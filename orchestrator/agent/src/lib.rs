@@ -99,6 +99,18 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
+    /// hostPath prefixes kept elsewhere on this node: `/var/log/pods` and `/var/log/containers`
+    /// are this agent's log directories and `/var/lib/skiff` its root directory, so a DaemonSet
+    /// written for Kubernetes (a log collector) finds what it expects even with several agents
+    /// on one machine.
+    pub fn host_path_map(&self) -> Vec<(PathBuf, PathBuf)> {
+        vec![
+            ("/var/log/pods".into(), self.pod_log_dir.clone()),
+            ("/var/log/containers".into(), self.container_log_dir.clone()),
+            ("/var/lib/skiff".into(), self.root_dir.clone()),
+        ]
+    }
+
     /// Defaults for a node named `node_name` keeping state under `root_dir`.
     pub fn new(node_name: impl Into<String>, root_dir: PathBuf, tls: AgentTls) -> Self {
         let logs = root_dir.join("logs");
@@ -256,10 +268,15 @@ async fn make_runtime(config: &AgentConfig) -> anyhow::Result<Arc<dyn Runtime>> 
         .context("connecting to Docker")?;
         return Ok(Arc::new(rt));
     }
+    // `skiffd`'s own image runs this very executable.
+    let mut aliases = config.image_aliases.clone();
+    aliases
+        .entry(runtime::images::skiffd_image())
+        .or_insert_with(|| config.shim_exe.display().to_string());
     Ok(Arc::new(runtime::process::ProcessRuntime::new(
         config.root_dir.join("process"),
         config.shim_exe.clone(),
-        config.image_aliases.clone(),
+        aliases,
         config.log_rotation,
     )?))
 }

@@ -50,6 +50,23 @@ pub(crate) struct VolumeContext<'a> {
     pub pod_ip: &'a str,
     /// Host IP.
     pub host_ip: &'a str,
+    /// hostPath prefixes this node keeps elsewhere (see `AgentConfig::host_path_map`).
+    pub host_path_map: &'a [(PathBuf, PathBuf)],
+}
+
+/// Where a hostPath is on this node: the well-known paths the agent keeps under its own root
+/// (`/var/log/pods`, …) are translated, everything else is used as written.
+pub(crate) fn host_path(path: &Path, map: &[(PathBuf, PathBuf)]) -> PathBuf {
+    for (from, to) in map {
+        if let Ok(rest) = path.strip_prefix(from) {
+            return if rest.as_os_str().is_empty() {
+                to.clone()
+            } else {
+                to.join(rest)
+            };
+        }
+    }
+    path.to_owned()
 }
 
 fn err(volume: &str, message: impl Into<String>) -> VolumeError {
@@ -101,7 +118,7 @@ async fn prepare_one(
         });
     }
     if let Some(h) = &v.host_path {
-        let path = PathBuf::from(&h.path);
+        let path = host_path(Path::new(&h.path), ctx.host_path_map);
         check_host_path(name, &path, h.type_.as_deref().unwrap_or(""))?;
         return Ok(PreparedVolume {
             path,
@@ -497,6 +514,35 @@ pub(crate) fn container_mounts(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod host_path_tests {
+    use super::*;
+
+    #[test]
+    fn well_known_host_paths_are_the_agents_own() {
+        let map = vec![
+            (
+                PathBuf::from("/var/log/pods"),
+                PathBuf::from("/data/logs/pods"),
+            ),
+            (PathBuf::from("/var/lib/skiff"), PathBuf::from("/data")),
+        ];
+        assert_eq!(
+            host_path(Path::new("/var/log/pods"), &map),
+            Path::new("/data/logs/pods")
+        );
+        assert_eq!(
+            host_path(Path::new("/var/lib/skiff/log-collector"), &map),
+            Path::new("/data/log-collector")
+        );
+        assert_eq!(
+            host_path(Path::new("/var/log/podsx"), &map),
+            Path::new("/var/log/podsx")
+        );
+        assert_eq!(host_path(Path::new("/etc"), &map), Path::new("/etc"));
+    }
 }
 
 #[cfg(test)]

@@ -42,9 +42,21 @@ pub(crate) async fn run(args: LogCollectorArgs) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     let shutdown = CancellationToken::new();
-    let server =
-        crate::control::serve_metrics(args.metrics_bind_address, registry, shutdown.clone())
-            .await?;
+    // Without its metrics endpoint (the port taken, e.g. by a second agent's collector on the
+    // same machine) the collector still ships logs: that matters more.
+    let server = match crate::control::serve_metrics(
+        args.metrics_bind_address,
+        registry,
+        shutdown.clone(),
+    )
+    .await
+    {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!(address = %args.metrics_bind_address, error = %e, "not serving metrics");
+            None
+        }
+    };
     let mut config = skiff_log_collector::Config::new(
         args.pods_dir,
         args.data_dir,
@@ -62,6 +74,8 @@ pub(crate) async fn run(args: LogCollectorArgs) -> anyhow::Result<()> {
         r = &mut collector => r,
     };
     shutdown.cancel();
-    let _ = server.await;
+    if let Some(server) = server {
+        let _ = server.await;
+    }
     result?
 }

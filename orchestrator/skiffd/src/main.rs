@@ -1,6 +1,7 @@
 //! `skiffd`, the Skiff daemon. `skiffd up` runs a whole cluster in one process; the other
 //! subcommands run single components for multi-machine setups.
 
+mod addons;
 mod agent_flags;
 mod control;
 mod fake_nodes;

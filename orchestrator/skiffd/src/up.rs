@@ -62,6 +62,12 @@ pub(crate) struct UpArgs {
     /// Do not start a node agent (`skiffd up` only).
     #[arg(long)]
     no_agent: bool,
+    /// Port of the log search service on 127.0.0.1 (0 = pick a free port).
+    #[arg(long, default_value_t = 9428)]
+    search_port: u16,
+    /// Run neither the log search service nor the log collector DaemonSet.
+    #[arg(long)]
+    disable_log_pipeline: bool,
     /// Do not run the scheduler in this process (run `skiffd scheduler` elsewhere).
     #[arg(long)]
     disable_scheduler: bool,
@@ -165,6 +171,26 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
 
     let pki = Pki::load_or_create(&data_dir.join("pki"))?;
     let admin = kube_client(&apiserver.kubeconfig).await?;
+    // The log pipeline: the search service here, the collector on every node as a DaemonSet.
+    let mut search = None;
+    if !args.disable_log_pipeline && with_agent {
+        let config = skiff_search::Config::new(
+            data_dir.join("search"),
+            std::net::SocketAddr::from(([127, 0, 0, 1], args.search_port)),
+        );
+        let server = skiff_search::start(
+            config,
+            prometheus_client::registry::Registry::default(),
+            shutdown.clone(),
+        )
+        .await
+        .context("starting the log search service")?;
+        let url = format!("http://{}", server.addr);
+        crate::addons::apply(admin.clone(), &url)
+            .await
+            .context("applying the log collector DaemonSet")?;
+        search = Some((server, url));
+    }
     // A stable identity per data dir: after a crash, the restarted daemon finds the Lease still
     // held by itself and carries on at once instead of waiting out the lease duration.
     let identity = stable_identity(&data_dir.join("leader-identity"))?;
@@ -244,6 +270,7 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
         "ca": apiserver.ca_file,
         "agent": agent.as_ref().map(|a| a.url.clone()),
         "runtime": agent.as_ref().map(|a| a.runtime),
+        "search": search.as_ref().map(|s| s.1.clone()),
         "metrics": {"apiserver": format!("{}/metrics", apiserver.url)},
     });
     let endpoints_path = data_dir.join("endpoints.json");
@@ -251,6 +278,9 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
     println!("Skiff is up. API server: {}", apiserver.url);
     println!("  export KUBECONFIG={}", apiserver.kubeconfig.display());
     println!("  endpoints: {}", endpoints_path.display());
+    if let Some((_, url)) = &search {
+        println!("  log search: {url}/api/v1/search?query=…");
+    }
     println!("  add a node: skiffd token create --print-join-command, then run that command there");
 
     shutdown_signal().await;
@@ -262,6 +292,9 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
     shutdown.cancel();
     if let Some(agent) = agent {
         agent.wait().await;
+    }
+    if let Some((server, _)) = search {
+        server.wait().await;
     }
     apiserver.wait().await;
     drop(store);

@@ -43,6 +43,7 @@ impl Worker {
             node_name: &self.ctx.config.node_name,
             pod_ip: &ip,
             host_ip: &self.ctx.node_ip,
+            host_path_map: &self.ctx.config.host_path_map(),
         })
         .await
     }

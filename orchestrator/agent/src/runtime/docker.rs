@@ -463,6 +463,11 @@ impl Runtime for DockerRuntime {
         sandbox: &SandboxStatus,
         config: &ContainerConfig,
     ) -> Result<ContainerInfo> {
+        if config.image == images::skiffd_image() {
+            images::ensure_skiffd_image(&self.docker, &config.image)
+                .await
+                .map_err(|e| Error::ImagePull(format!("importing {}: {e}", config.image)))?;
+        }
         if self.image_id(&config.image).await?.is_none() {
             // No registry is configured on purpose here, but an engine that has one may pull.
             let (repo, tag) = match config

@@ -144,6 +144,52 @@ pub async fn ensure_pause_image(docker: &Docker, tag: &str) -> anyhow::Result<()
     .await
 }
 
+/// The image that runs `skiffd` itself (the log collector DaemonSet uses it): made from the
+/// running executable, with `ENTRYPOINT ["/skiffd"]`.
+pub fn skiffd_image() -> String {
+    format!("skiff/skiffd:{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Import [`skiffd_image`] from the running executable unless the engine has it from this very
+/// build (a label records the executable's size and modification time, so a rebuilt `skiffd`
+/// is imported again under the same tag).
+pub async fn ensure_skiffd_image(docker: &Docker, tag: &str) -> anyhow::Result<()> {
+    let exe = std::env::current_exe()?;
+    let meta = std::fs::metadata(&exe)?;
+    let build = format!(
+        "{}-{}",
+        meta.len(),
+        meta.modified()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs()
+    );
+    if let Ok(image) = docker.inspect_image(tag).await {
+        let current = image
+            .config
+            .and_then(|c| c.labels)
+            .and_then(|l| l.get("dev.skiff.build").cloned());
+        if current.as_deref() == Some(build.as_str()) {
+            return Ok(());
+        }
+    }
+    tracing::info!(%tag, exe = %exe.display(), "importing the skiffd image");
+    import(
+        docker,
+        &ImageSpec {
+            tag: tag.to_owned(),
+            files: vec![(exe, "/skiffd".into())],
+            changes: vec![
+                r#"ENTRYPOINT ["/skiffd"]"#.into(),
+                format!("LABEL dev.skiff.build={build}"),
+            ],
+            with_libraries: true,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

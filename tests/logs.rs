@@ -1,0 +1,116 @@
+//! The log pipeline of `skiffd up`: the collector DaemonSet runs on the node, and lines written
+//! by a Deployment's pods become searchable with their pod metadata; a deleted pod's lines stay.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::Value;
+use skiff_e2e::{Cluster, http, wait_for};
+
+const TICKER: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: ticker
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: ticker}
+  template:
+    metadata:
+      labels: {app: ticker}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: tick
+        image: busybox
+        command: ["/bin/sh", "-c", "i=0; while true; do echo \"tick $i from $POD_NAME\"; i=$((i+1)); sleep 0.2; done"]
+        env:
+        - name: POD_NAME
+          valueFrom: {fieldRef: {fieldPath: metadata.name}}
+"#;
+
+fn search(addr: &str, query: &str) -> Value {
+    let r = http(addr, "GET", &format!("/api/v1/search?{query}"), None, b"").unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+#[test]
+fn pod_lines_are_searchable_and_outlive_their_pod() {
+    let cluster = Cluster::start_with(&["--search-port", "0"]).expect("skiffd starts");
+    let addr = cluster
+        .search_addr
+        .clone()
+        .expect("the search address in endpoints.json");
+
+    // The collector runs on the node as a DaemonSet pod.
+    wait_for(Duration::from_secs(90), "log collector ready", || {
+        let out = cluster.kubectl(&[
+            "get",
+            "ds",
+            "-n",
+            "kube-system",
+            "skiff-log-collector",
+            "-o",
+            "jsonpath={.status.numberReady}",
+        ]);
+        (out.stdout.trim() == "1").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log()));
+
+    cluster
+        .kubectl_in(&["apply", "-f", "-"], Some(TICKER))
+        .expect_ok("deployment.apps/ticker created");
+    let pods: BTreeSet<String> =
+        wait_for(Duration::from_secs(60), "lines of both replicas", || {
+            let v = search(&addr, "namespace=default&query=tick&since=10m&limit=500");
+            let pods: BTreeSet<String> = v["hits"]
+                .as_array()?
+                .iter()
+                .filter_map(|h| h["pod"].as_str().map(str::to_owned))
+                .collect();
+            (pods.len() == 2).then_some(pods)
+        })
+        .unwrap_or_else(|e| {
+            let v = search(&addr, "since=10m&limit=20");
+            panic!("{e}\n{v:#}\n{}", cluster.log())
+        });
+    let v = search(&addr, "namespace=default&query=tick&since=10m&limit=1");
+    let hit = &v["hits"][0];
+    assert_eq!(hit["container"], "tick");
+    assert_eq!(hit["stream"], "stdout");
+    assert_eq!(hit["node"], cluster.node.as_str());
+    assert!(
+        hit["pod_uid"].as_str().is_some_and(|u| !u.is_empty()),
+        "{hit}"
+    );
+    let pod = hit["pod"].as_str().unwrap();
+    assert!(
+        hit["message"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("from {pod}")),
+        "{hit}"
+    );
+
+    // A deleted pod's lines remain searchable.
+    let gone = pods.iter().next().unwrap().clone();
+    let before = search(&addr, &format!("pod={gone}&since=10m&limit=1"))["total"]
+        .as_u64()
+        .unwrap();
+    assert!(before > 0);
+    cluster
+        .kubectl(&["delete", "pod", &gone, "--wait=true"])
+        .expect_ok("deleted");
+    std::thread::sleep(Duration::from_secs(2));
+    let after = search(&addr, &format!("pod={gone}&since=10m&limit=1"))["total"]
+        .as_u64()
+        .unwrap();
+    assert!(after >= before, "{after} < {before}");
+
+    // The search service's own metrics count what arrived.
+    let r = http(&addr, "GET", "/metrics", None, b"").unwrap();
+    let text = String::from_utf8_lossy(&r.body);
+    assert!(text.contains("skiff_search_ingested_lines_total"), "{text}");
+}
