@@ -46,6 +46,9 @@ pub fn shared_libraries(binary: &Path) -> std::io::Result<Vec<PathBuf>> {
 pub fn image_tar(spec: &ImageSpec) -> std::io::Result<Vec<u8>> {
     let mut builder = tar::Builder::new(Vec::new());
     builder.follow_symlinks(true);
+    // Docker's importer rejects GNU sparse entries, which tar writes for files with holes
+    // (large debug binaries have them).
+    builder.sparse(false);
     let mut files: Vec<(PathBuf, String)> = spec.files.clone();
     if spec.with_libraries {
         let mut libs = BTreeSet::new();
