@@ -90,7 +90,8 @@ fn pods_are_scheduled_or_told_why_not() {
     cluster
         .kubectl(&["describe", "pod", "huge"])
         .expect_ok(&format!(
-            r"Warning +FailedScheduling +\S+ +default-scheduler +{}",
+            // The age column reads `0s (x2 over 1s)` once a retry repeated the event.
+            r"Warning +FailedScheduling +\S+(?: \(x\d+ over \S+\))? +default-scheduler +{}",
             regex_escape(huge)
         ));
     cluster
