@@ -85,6 +85,16 @@ fn pod_lines_are_searchable_and_outlive_their_pod() {
         hit["pod_uid"].as_str().is_some_and(|u| !u.is_empty()),
         "{hit}"
     );
+    // From the collector's watch of the node's pods.
+    assert_eq!(hit["labels"]["app"], "ticker", "{hit}");
+    assert_eq!(hit["owner_kind"], "ReplicaSet", "{hit}");
+    assert!(
+        hit["owner_name"].as_str().unwrap().starts_with("ticker-"),
+        "{hit}"
+    );
+    assert_eq!(hit["app"], "ticker", "{hit}");
+    let v = search(&addr, "label=app=ticker&since=10m&limit=1");
+    assert!(v["total"].as_u64().unwrap() > 0, "{v}");
     let pod = hit["pod"].as_str().unwrap();
     assert!(
         hit["message"]

@@ -10,6 +10,7 @@
 pub mod checkpoint;
 pub mod metrics;
 pub mod parse;
+pub mod pods;
 pub mod sink;
 pub mod tail;
 
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::Checkpoints;
 use crate::metrics::Metrics;
+use crate::pods::PodCache;
 use crate::sink::{SendError, Sink, SinkKind};
 use crate::tail::{Mark, TailedLine, Tailer};
 
@@ -72,9 +74,11 @@ struct Batch {
     marks: Vec<Mark>,
 }
 
-/// Follow and ship until `shutdown`.
+/// Follow and ship until `shutdown`. With a `client`, records get their pod's labels and
+/// controller from a watch of this node's pods.
 pub async fn run(
     config: Config,
+    client: Option<kube::Client>,
     metrics: Metrics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -86,6 +90,15 @@ pub async fn run(
         files = checkpoints.len(),
         "log collector started"
     );
+    let pods = PodCache::default();
+    let watch = client.map(|client| {
+        tokio::spawn(crate::pods::watch(
+            client,
+            config.node.clone(),
+            pods.clone(),
+            shutdown.clone(),
+        ))
+    });
     let (batch_tx, batch_rx) = mpsc::channel::<Batch>(2);
     let (ack_tx, ack_rx) = std_mpsc::channel::<Vec<Mark>>();
     let reader = {
@@ -94,7 +107,17 @@ pub async fn run(
         let shutdown = shutdown.clone();
         std::thread::Builder::new()
             .name("log-reader".into())
-            .spawn(move || reader(config, checkpoints, batch_tx, ack_rx, metrics, shutdown))?
+            .spawn(move || {
+                reader(
+                    config,
+                    checkpoints,
+                    pods,
+                    batch_tx,
+                    ack_rx,
+                    metrics,
+                    shutdown,
+                )
+            })?
     };
     sender(
         Sink::new(config.sink, &config.sink_url),
@@ -107,6 +130,9 @@ pub async fn run(
     reader
         .join()
         .map_err(|_| anyhow::anyhow!("the log reader panicked"))??;
+    if let Some(w) = watch {
+        let _ = w.await;
+    }
     tracing::info!("log collector stopped");
     Ok(())
 }
@@ -115,6 +141,7 @@ pub async fn run(
 fn reader(
     config: Config,
     checkpoints: Checkpoints,
+    pods: PodCache,
     batches: mpsc::Sender<Batch>,
     acks: std_mpsc::Receiver<Vec<Mark>>,
     metrics: Metrics,
@@ -185,7 +212,7 @@ fn reader(
             }
             let rest = pending.split_off(n);
             let marks = tailer.marks(&rest);
-            let batch = encode(&pending, &config.node, marks);
+            let batch = encode(&pending, &config.node, &pods, marks);
             pending = rest;
             pending_since = (!pending.is_empty()).then(Instant::now);
             // Blocks while the sender is behind: backpressure, nothing more is read.
@@ -213,13 +240,13 @@ fn batch_extent(lines: &[TailedLine], max_lines: usize, max_bytes: usize) -> (us
 }
 
 /// The records of `lines` as NDJSON.
-fn encode(lines: &[TailedLine], node: &str, marks: Vec<Mark>) -> Batch {
+fn encode(lines: &[TailedLine], node: &str, pods: &PodCache, marks: Vec<Mark>) -> Batch {
     let mut body = Vec::with_capacity(lines.iter().map(|l| l.line.message.len() + 200).sum());
     let now = jiff::Timestamp::now().as_nanosecond() as i64;
     let mut bytes = 0;
     for l in lines {
         bytes += l.line.message.len();
-        let record = json!({
+        let mut record = json!({
             "ts": l.line.ts.unwrap_or(now),
             "message": l.line.message,
             "stream": l.line.stream.as_str(),
@@ -231,6 +258,13 @@ fn encode(lines: &[TailedLine], node: &str, marks: Vec<Mark>) -> Batch {
             "source": l.source,
             "offset": l.line.end,
         });
+        if let Some(pod) = pods.get(&l.meta.pod_uid) {
+            record["labels"] = json!(pod.labels);
+            if let (Some(kind), Some(name)) = (&pod.owner_kind, &pod.owner_name) {
+                record["owner_kind"] = json!(kind);
+                record["owner_name"] = json!(name);
+            }
+        }
         serde_json::to_writer(&mut body, &record).expect("a JSON value serializes");
         body.push(b'\n');
     }

@@ -151,6 +151,7 @@ fn start_collector(pods: &Path, data: &Path, url: &str) -> Collector {
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(skiff_log_collector::run(
         config,
+        None,
         Metrics::default(),
         shutdown.clone(),
     ));

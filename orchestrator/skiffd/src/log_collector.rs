@@ -22,6 +22,10 @@ pub(crate) struct LogCollectorArgs {
     /// This node's name.
     #[arg(long, env = "NODE_NAME")]
     node_name: String,
+    /// A kubeconfig to watch this node's pods with (labels and controller of each line's pod);
+    /// without one, lines carry what the file path says.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
     /// The skiff-search service.
     #[arg(long, default_value = "http://127.0.0.1:9428")]
     sink_url: String,
@@ -57,6 +61,16 @@ pub(crate) async fn run(args: LogCollectorArgs) -> anyhow::Result<()> {
             None
         }
     };
+    let client = match &args.kubeconfig {
+        Some(path) => match crate::up::kube_client(path).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::error!(kubeconfig = %path.display(), error = %e, "shipping lines without pod labels");
+                None
+            }
+        },
+        None => None,
+    };
     let mut config = skiff_log_collector::Config::new(
         args.pods_dir,
         args.data_dir,
@@ -65,7 +79,12 @@ pub(crate) async fn run(args: LogCollectorArgs) -> anyhow::Result<()> {
     );
     config.batch_lines = args.batch_lines.max(1);
     config.flush_interval = args.flush_interval;
-    let mut collector = tokio::spawn(skiff_log_collector::run(config, metrics, shutdown.clone()));
+    let mut collector = tokio::spawn(skiff_log_collector::run(
+        config,
+        client,
+        metrics,
+        shutdown.clone(),
+    ));
     let result = tokio::select! {
         _ = crate::up::shutdown_signal() => {
             shutdown.cancel();
