@@ -23,11 +23,12 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::checkpoint::Checkpoint;
 use crate::checkpoint::Checkpoints;
 use crate::metrics::Metrics;
 use crate::pods::PodCache;
 use crate::sink::{SendError, Sink, SinkKind};
-use crate::tail::{Mark, TailedLine, Tailer};
+use crate::tail::{TailedLine, Tailer};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -71,7 +72,7 @@ struct Batch {
     body: Bytes,
     lines: usize,
     bytes: usize,
-    marks: Vec<Mark>,
+    marks: Vec<Checkpoint>,
 }
 
 /// Follow and ship until `shutdown`. With a `client`, records get their pod's labels and
@@ -100,7 +101,7 @@ pub async fn run(
         ))
     });
     let (batch_tx, batch_rx) = mpsc::channel::<Batch>(2);
-    let (ack_tx, ack_rx) = std_mpsc::channel::<Vec<Mark>>();
+    let (ack_tx, ack_rx) = std_mpsc::channel::<Vec<Checkpoint>>();
     let reader = {
         let config = config.clone();
         let metrics = metrics.clone();
@@ -143,7 +144,7 @@ fn reader(
     checkpoints: Checkpoints,
     pods: PodCache,
     batches: mpsc::Sender<Batch>,
-    acks: std_mpsc::Receiver<Vec<Mark>>,
+    acks: std_mpsc::Receiver<Vec<Checkpoint>>,
     metrics: Metrics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -158,8 +159,8 @@ fn reader(
         // Save what the sink acknowledged.
         let mut acked = false;
         while let Ok(marks) = acks.try_recv() {
-            for m in marks {
-                tailer.checkpoints.set(m.checkpoint);
+            for c in marks {
+                tailer.checkpoints.set(c);
             }
             acked = true;
         }
@@ -240,7 +241,7 @@ fn batch_extent(lines: &[TailedLine], max_lines: usize, max_bytes: usize) -> (us
 }
 
 /// The records of `lines` as NDJSON.
-fn encode(lines: &[TailedLine], node: &str, pods: &PodCache, marks: Vec<Mark>) -> Batch {
+fn encode(lines: &[TailedLine], node: &str, pods: &PodCache, marks: Vec<Checkpoint>) -> Batch {
     let mut body = Vec::with_capacity(lines.iter().map(|l| l.line.message.len() + 200).sum());
     let now = jiff::Timestamp::now().as_nanosecond() as i64;
     let mut bytes = 0;
@@ -287,7 +288,7 @@ fn backoff(failures: u32) -> Duration {
 async fn sender(
     sink: Sink,
     mut batches: mpsc::Receiver<Batch>,
-    acks: std_mpsc::Sender<Vec<Mark>>,
+    acks: std_mpsc::Sender<Vec<Checkpoint>>,
     metrics: Metrics,
     shutdown: CancellationToken,
 ) {

@@ -68,12 +68,6 @@ pub struct TailedLine {
     pub source: String,
 }
 
-/// The position to checkpoint once everything handed out so far is acknowledged.
-#[derive(Debug, Clone)]
-pub struct Mark {
-    pub checkpoint: Checkpoint,
-}
-
 struct Tail {
     id: FileId,
     path: PathBuf,
@@ -374,7 +368,7 @@ impl Tailer {
 
     /// Checkpoints for everything handed out so far except `unsent` (lines read but not yet
     /// in a batch): taken when a batch is cut, saved once it is acknowledged.
-    pub fn marks(&self, unsent: &[TailedLine]) -> Vec<Mark> {
+    pub fn marks(&self, unsent: &[TailedLine]) -> Vec<Checkpoint> {
         let mut first_unsent: HashMap<FileId, u64> = HashMap::new();
         for l in unsent {
             let e = first_unsent.entry(l.id).or_insert(l.line.offset);
@@ -387,7 +381,7 @@ impl Tailer {
                 if let Some(o) = first_unsent.get(&t.id) {
                     checkpoint.offset = checkpoint.offset.min(*o);
                 }
-                Mark { checkpoint }
+                checkpoint
             })
             .collect()
     }

@@ -40,37 +40,8 @@ impl Search {
         format!("http://{}", self.server.as_ref().unwrap().addr)
     }
 
-    /// Every stored message, oldest first.
-    fn messages(&self) -> Vec<String> {
-        let pipeline = &self.server.as_ref().unwrap().pipeline;
-        let mut out = Vec::new();
-        let mut after = None;
-        loop {
-            let r = skiff_search::query::search(
-                &pipeline.store,
-                &SearchRequest {
-                    filters: Filters {
-                        text: None,
-                        labels: Vec::new(),
-                        start: 0,
-                        end: i64::MAX,
-                    },
-                    order: Order::Asc,
-                    limit: 5000,
-                    after,
-                    highlight: false,
-                },
-            )
-            .unwrap();
-            out.extend(r.hits.iter().map(|h| h.record.message.clone()));
-            match r.next {
-                Some(n) => after = Some(n),
-                None => return out,
-            }
-        }
-    }
-
-    fn records(&self) -> Vec<skiff_search::record::LogRecord> {
+    /// One page of every stored line, oldest first.
+    fn page(&self, after: Option<(i64, u64)>, limit: usize) -> skiff_search::query::SearchResult {
         let pipeline = &self.server.as_ref().unwrap().pipeline;
         skiff_search::query::search(
             &pipeline.store,
@@ -82,16 +53,34 @@ impl Search {
                     end: i64::MAX,
                 },
                 order: Order::Asc,
-                limit: 10_000,
-                after: None,
+                limit,
+                after,
                 highlight: false,
             },
         )
         .unwrap()
-        .hits
-        .into_iter()
-        .map(|h| h.record)
-        .collect()
+    }
+
+    /// Every stored message, oldest first.
+    fn messages(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let r = self.page(after, 5000);
+            out.extend(r.hits.iter().map(|h| h.record.message.clone()));
+            match r.next {
+                Some(n) => after = Some(n),
+                None => return out,
+            }
+        }
+    }
+
+    fn records(&self) -> Vec<skiff_search::record::LogRecord> {
+        self.page(None, 10_000)
+            .hits
+            .into_iter()
+            .map(|h| h.record)
+            .collect()
     }
 
     /// Wait until `n` lines are stored; then check none is stored twice.

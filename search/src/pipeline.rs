@@ -2,7 +2,7 @@
 //! acknowledged), hand to the indexer thread, publish to live tails. The indexer adds documents
 //! to the day indexes and commits every `commit_interval`, after which the log is trimmed.
 
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -58,8 +58,6 @@ pub struct Pipeline {
     pub store: Arc<Store>,
     pub metrics: Metrics,
     tail: broadcast::Sender<TailBatch>,
-    /// End sequence number of what is searchable.
-    searchable: Arc<AtomicI64>,
     indexer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -77,7 +75,6 @@ impl Pipeline {
         recover(&store, &mut wal, &mut marks, batches)?;
         let (tx, rx) = mpsc::sync_channel(config.max_queued_batches + 1);
         let queued = Arc::new(AtomicUsize::new(0));
-        let searchable = Arc::new(AtomicI64::new(wal.next_seq() as i64));
         let (tail, _) = broadcast::channel(1024);
         let pipeline = Arc::new(Pipeline {
             state: Mutex::new(State { wal, marks }),
@@ -88,7 +85,6 @@ impl Pipeline {
             store: store.clone(),
             metrics: metrics.clone(),
             tail,
-            searchable,
             indexer: Mutex::new(None),
         });
         let weak = Arc::downgrade(&pipeline);
@@ -169,11 +165,6 @@ impl Pipeline {
         self.tail.subscribe()
     }
 
-    /// The sequence number below which everything ingested is searchable.
-    pub fn searchable_seq(&self) -> u64 {
-        self.searchable.load(Ordering::Acquire) as u64
-    }
-
     /// Called by the indexer after a commit: trim the log and save the marks.
     fn committed(&self, seq: u64) {
         let mut state = self.state.lock().expect("ingest lock");
@@ -187,7 +178,6 @@ impl Pipeline {
             tracing::warn!(error = %e, "saving the dedup marks");
         }
         self.metrics.wal_bytes.set(state.wal.size() as i64);
-        self.searchable.store(seq as i64, Ordering::Release);
     }
 
     /// Stop the indexer after it has indexed and committed everything acknowledged.

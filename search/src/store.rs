@@ -236,11 +236,6 @@ impl Store {
         }
         Ok(deleted)
     }
-
-    /// Bytes of every index.
-    pub fn size(&self) -> u64 {
-        self.days().iter().map(|d| d.size()).sum()
-    }
 }
 
 fn open_day(dir: &Path, day: Day, create: Option<&Fields>) -> anyhow::Result<DayIndex> {
