@@ -51,11 +51,13 @@ impl Search {
                     labels: Vec::new(),
                     start: 0,
                     end: i64::MAX,
+                    words: Vec::new(),
                 },
                 order: Order::Asc,
                 limit,
                 after,
                 highlight: false,
+                count: false,
             },
         )
         .unwrap()

@@ -232,6 +232,7 @@ fn filters(p: &Params) -> Result<Filters, ApiError> {
         labels,
         start,
         end,
+        words: Vec::new(),
     })
 }
 
@@ -290,6 +291,7 @@ async fn search(
             .map(decode_cursor)
             .transpose()?,
         highlight: matches!(p.get("highlight"), Some("true" | "1" | "")),
+        count: true,
     };
     let started = Instant::now();
     let pipeline = api.pipeline.clone();

@@ -44,6 +44,57 @@ pub struct Filters {
     pub start: i64,
     /// Unix ns, exclusive.
     pub end: i64,
+    /// Words the message must contain (whole, or as a part of a word): the index's share of a
+    /// LogQL line filter, which is then checked exactly on the lines found.
+    pub words: Vec<Word>,
+}
+
+/// A word of the message, lowercased as the index keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Word {
+    Whole(String),
+    /// The start of a word.
+    Prefix(String),
+    /// The end of a word.
+    Suffix(String),
+    /// Anywhere inside a word.
+    Infix(String),
+}
+
+/// Longest word the message index keeps (tantivy's default tokenizer drops longer ones).
+const MAX_WORD_BYTES: usize = 39;
+
+/// The words a message containing `needle` (case-sensitively) must have in the index: words
+/// touching an end of the needle may continue beyond it in the message.
+pub fn needle_words(needle: &str) -> Vec<Word> {
+    let mut out = Vec::new();
+    let mut start = None;
+    let chars: Vec<(usize, char)> = needle.char_indices().collect();
+    for (i, &(at, c)) in chars.iter().enumerate() {
+        if c.is_alphanumeric() {
+            if start.is_none() {
+                start = Some(at);
+            }
+            let last = i + 1 == chars.len() || !chars[i + 1].1.is_alphanumeric();
+            if last {
+                let s = start.take().expect("word start");
+                let end = at + c.len_utf8();
+                let word = needle[s..end].to_lowercase();
+                if word.len() > MAX_WORD_BYTES {
+                    continue;
+                }
+                let open_left = s == 0;
+                let open_right = end == needle.len();
+                out.push(match (open_left, open_right) {
+                    (false, false) => Word::Whole(word),
+                    (true, false) => Word::Suffix(word),
+                    (false, true) => Word::Prefix(word),
+                    (true, true) => Word::Infix(word),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// Newest or oldest first.
@@ -65,6 +116,8 @@ pub struct SearchRequest {
     /// Continue after this position (exclusive), in `order`.
     pub after: Option<Position>,
     pub highlight: bool,
+    /// Count every matching line (`total`), not only the page.
+    pub count: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -112,6 +165,18 @@ pub fn compile(fields: &Fields, filters: &Filters) -> Result<Compiled, QueryErro
         let (occur, q) = label_clause(fields, name, matcher)?;
         clauses.push((occur, q));
     }
+    for word in &filters.words {
+        let q: Box<dyn Query> = match word {
+            Word::Whole(w) => Box::new(TermQuery::new(
+                Term::from_field_text(fields.message, w),
+                IndexRecordOption::Basic,
+            )),
+            Word::Prefix(w) => word_regex(fields, &format!("{}.*", regex::escape(w)))?,
+            Word::Suffix(w) => word_regex(fields, &format!(".*{}", regex::escape(w)))?,
+            Word::Infix(w) => word_regex(fields, &format!(".*{}.*", regex::escape(w)))?,
+        };
+        clauses.push((Occur::Must, q));
+    }
     let text = match filters.text.as_deref().map(str::trim) {
         Some(t) if !t.is_empty() && t != "*" => {
             let mut parser = QueryParser::new(
@@ -144,6 +209,13 @@ pub fn compile(fields: &Fields, filters: &Filters) -> Result<Compiled, QueryErro
         query: Box::new(BooleanQuery::new(clauses)),
         text,
     })
+}
+
+fn word_regex(fields: &Fields, pattern: &str) -> Result<Box<dyn Query>, QueryError> {
+    Ok(Box::new(
+        RegexQuery::from_pattern(pattern, fields.message)
+            .map_err(|e| QueryError::Invalid(format!("word pattern {pattern:?}: {e}")))?,
+    ))
 }
 
 fn label_clause(
@@ -247,10 +319,18 @@ pub fn search(store: &Store, req: &SearchRequest) -> Result<SearchResult, QueryE
     let mut result = SearchResult::default();
     let compiled = compile(fields, &filters)?;
     for day in &days {
+        if !req.count && result.hits.len() >= req.limit {
+            break;
+        }
         let searcher = day.searcher();
         let top = TopDocs::with_limit(req.limit.max(1)).order_by(sort_key(req.order, req.after));
-        let (count, top) = searcher.search(&*compiled.query, &(Count, top))?;
-        result.total += count;
+        let top = if req.count {
+            let (count, top) = searcher.search(&*compiled.query, &(Count, top))?;
+            result.total += count;
+            top
+        } else {
+            searcher.search(&*compiled.query, &top)?
+        };
         if result.hits.len() >= req.limit {
             continue;
         }
@@ -347,6 +427,7 @@ pub fn context(
         labels,
         start: 0,
         end: i64::MAX,
+        words: Vec::new(),
     };
     let at = (center.ts, center.seq);
     let run = |order, limit| {
@@ -358,6 +439,7 @@ pub fn context(
                 limit,
                 after: Some(at),
                 highlight: false,
+                count: false,
             },
         )
     };
@@ -441,5 +523,112 @@ pub fn values(
         .filter_map(|(k, v)| Some((k.into_iter().next()??, v.iter().sum::<f64>() as u64)))
         .collect();
     out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    Ok(out)
+}
+
+/// Every line matching `filters`, in no particular order, read in index order (so the
+/// document store's blocks are decompressed once). Stops with an error past `max` lines.
+pub fn scan(
+    store: &Store,
+    filters: &Filters,
+    max: usize,
+    mut each: impl FnMut(i64, u64, LogRecord),
+) -> Result<usize, QueryError> {
+    let compiled = compile(&store.fields, filters)?;
+    let mut seen = 0;
+    for day in store.days_between(filters.start, filters.end) {
+        let searcher = day.searcher();
+        let mut docs: Vec<DocAddress> = searcher
+            .search(&*compiled.query, &tantivy::collector::DocSetCollector)?
+            .into_iter()
+            .collect();
+        seen += docs.len();
+        if seen > max {
+            return Err(QueryError::Invalid(format!(
+                "the query would read more than {max} lines: narrow the selector, add a line filter or shorten the time range"
+            )));
+        }
+        docs.sort_unstable();
+        for addr in docs {
+            let doc: TantivyDocument = searcher.doc(addr)?;
+            let (record, seq) = store.fields.record(&doc);
+            each(record.ts, seq, record);
+        }
+    }
+    Ok(seen)
+}
+
+/// The distinct values of the built-in labels `names` among lines matching `filters`. Segments
+/// wholly inside the time range with no other filter are answered from the column dictionary
+/// without reading any document.
+pub fn distinct(
+    store: &Store,
+    filters: &Filters,
+    names: &[&str],
+) -> Result<Vec<std::collections::BTreeSet<String>>, QueryError> {
+    use std::collections::BTreeSet;
+    let mut out: Vec<BTreeSet<String>> = vec![BTreeSet::new(); names.len()];
+    let only_time = filters.labels.is_empty()
+        && filters.words.is_empty()
+        && filters
+            .text
+            .as_deref()
+            .is_none_or(|t| t.trim().is_empty() || t.trim() == "*");
+    let compiled = compile(&store.fields, filters)?;
+    for day in store.days_between(filters.start, filters.end) {
+        let searcher = day.searcher();
+        let weight =
+            compiled
+                .query
+                .weight(tantivy::query::EnableScoring::disabled_from_searcher(
+                    &searcher,
+                ))?;
+        for segment in searcher.segment_readers() {
+            let ff = segment.fast_fields();
+            let columns = names
+                .iter()
+                .map(|n| ff.str(n))
+                .collect::<tantivy::Result<Vec<_>>>()?;
+            let ts = ff.date("ts")?;
+            let inside = ts.min_value().into_timestamp_nanos() >= filters.start
+                && ts.max_value().into_timestamp_nanos() < filters.end;
+            if only_time && inside {
+                for (set, column) in out.iter_mut().zip(&columns) {
+                    let Some(column) = column else { continue };
+                    let mut stream = column
+                        .dictionary()
+                        .stream()
+                        .map_err(tantivy::TantivyError::from)?;
+                    while stream.advance() {
+                        set.insert(String::from_utf8_lossy(stream.key()).into_owned());
+                    }
+                }
+                continue;
+            }
+            let mut ords: Vec<std::collections::HashSet<u64>> =
+                vec![Default::default(); names.len()];
+            weight.for_each_no_score(segment, &mut |docs| {
+                for doc in docs {
+                    for (set, column) in ords.iter_mut().zip(&columns) {
+                        if let Some(column) = column {
+                            set.extend(column.term_ords(*doc));
+                        }
+                    }
+                }
+            })?;
+            for ((set, column), ords) in out.iter_mut().zip(&columns).zip(ords) {
+                let Some(column) = column else { continue };
+                for ord in ords {
+                    let mut s = String::new();
+                    if column
+                        .ord_to_str(ord, &mut s)
+                        .map_err(tantivy::TantivyError::from)?
+                    {
+                        set.insert(s);
+                    }
+                }
+            }
+        }
+    }
     Ok(out)
 }

@@ -1,0 +1,237 @@
+//! The LogQL subset skiff-search understands, as a tree.
+
+use std::fmt;
+
+/// A label matcher's operator, as in a stream selector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatchOp {
+    Eq,
+    Ne,
+    Re,
+    NotRe,
+}
+
+/// `name op "value"` inside `{…}`.
+#[derive(Clone, Debug)]
+pub struct LabelMatcher {
+    pub name: String,
+    pub op: MatchOp,
+    pub value: String,
+    /// The anchored regular expression of `=~` and `!~`.
+    pub regex: Option<regex::Regex>,
+}
+
+impl LabelMatcher {
+    pub fn matches(&self, value: Option<&str>) -> bool {
+        let v = value.unwrap_or("");
+        match self.op {
+            MatchOp::Eq => v == self.value,
+            MatchOp::Ne => v != self.value,
+            MatchOp::Re => self.regex.as_ref().is_some_and(|r| r.is_match(v)),
+            MatchOp::NotRe => !self.regex.as_ref().is_some_and(|r| r.is_match(v)),
+        }
+    }
+}
+
+/// A line filter's operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineOp {
+    Contains,
+    NotContains,
+    Regex,
+    NotRegex,
+}
+
+/// `|= "a" or "b"`: the line must match one of the alternatives (for `!=` and `!~`, none).
+#[derive(Clone, Debug)]
+pub struct LineFilter {
+    pub op: LineOp,
+    pub values: Vec<String>,
+    /// Unanchored regular expressions of `|~` and `!~`, one per value.
+    pub regexes: Vec<regex::Regex>,
+}
+
+/// What a label filter compares against.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FilterValue {
+    Str(String),
+    /// A number; durations are seconds and byte sizes bytes, as Loki compares them.
+    Num(f64),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Re,
+    NotRe,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+}
+
+/// `| status >= 500 and method = "GET"`.
+#[derive(Clone, Debug)]
+pub enum LabelFilter {
+    Cmp {
+        name: String,
+        op: CmpOp,
+        value: FilterValue,
+        regex: Option<regex::Regex>,
+    },
+    And(Box<LabelFilter>, Box<LabelFilter>),
+    Or(Box<LabelFilter>, Box<LabelFilter>),
+}
+
+/// A piece of a `line_format` template.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TemplatePart {
+    Text(String),
+    Label(String),
+    Line,
+}
+
+/// One stage of a log pipeline.
+#[derive(Clone, Debug)]
+pub enum Stage {
+    Line(LineFilter),
+    Json,
+    Logfmt,
+    Label(LabelFilter),
+    LineFormat(Vec<TemplatePart>),
+}
+
+/// `{selector} | stages…`
+#[derive(Clone, Debug)]
+pub struct LogExpr {
+    pub matchers: Vec<LabelMatcher>,
+    pub stages: Vec<Stage>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RangeOp {
+    CountOverTime,
+    Rate,
+    BytesOverTime,
+    BytesRate,
+    AbsentOverTime,
+}
+
+impl RangeOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            RangeOp::CountOverTime => "count_over_time",
+            RangeOp::Rate => "rate",
+            RangeOp::BytesOverTime => "bytes_over_time",
+            RangeOp::BytesRate => "bytes_rate",
+            RangeOp::AbsentOverTime => "absent_over_time",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AggOp {
+    Sum,
+    Avg,
+    Min,
+    Max,
+    Count,
+    Stddev,
+    Stdvar,
+    Topk,
+    Bottomk,
+}
+
+/// `by (a, b)` or `without (a, b)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Grouping {
+    By(Vec<String>),
+    Without(Vec<String>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Mod,
+    Pow,
+    Eq,
+    Ne,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+    And,
+    Or,
+    Unless,
+}
+
+impl BinOp {
+    pub fn is_comparison(self) -> bool {
+        matches!(
+            self,
+            BinOp::Eq | BinOp::Ne | BinOp::Gt | BinOp::Ge | BinOp::Lt | BinOp::Le
+        )
+    }
+
+    pub fn is_set(self) -> bool {
+        matches!(self, BinOp::And | BinOp::Or | BinOp::Unless)
+    }
+}
+
+/// A metric query.
+#[derive(Clone, Debug)]
+pub enum MetricExpr {
+    Range {
+        op: RangeOp,
+        log: LogExpr,
+        /// ns
+        range: i64,
+        /// ns
+        offset: i64,
+    },
+    Agg {
+        op: AggOp,
+        param: Option<f64>,
+        grouping: Option<Grouping>,
+        inner: Box<MetricExpr>,
+    },
+    Binary {
+        op: BinOp,
+        return_bool: bool,
+        lhs: Box<MetricExpr>,
+        rhs: Box<MetricExpr>,
+    },
+    Number(f64),
+    Vector(f64),
+}
+
+/// A whole query: lines or numbers.
+#[derive(Clone, Debug)]
+pub enum Expr {
+    Log(LogExpr),
+    Metric(MetricExpr),
+}
+
+/// A parse error, worded like Loki's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseError {
+    /// 1-based column (characters).
+    pub col: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "parse error at line 1, col {}: {}",
+            self.col, self.message
+        )
+    }
+}
+
+impl std::error::Error for ParseError {}

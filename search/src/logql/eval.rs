@@ -1,0 +1,755 @@
+//! Evaluating LogQL over the store.
+//!
+//! Log queries page through the index in the stable (timestamp, sequence) order and run the
+//! pipeline on each line until `limit` lines pass. Metric queries produce one value per step:
+//! a range aggregation with no pipeline is counted from the fast columns alone, in buckets of
+//! the greatest common divisor of step and range; otherwise the matching lines are read once
+//! and their windows counted in memory. Aggregations and binary operators then work on those
+//! step-aligned series, as Prometheus does.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::ast::*;
+use super::lines::{Labels, STREAM_LABELS};
+use crate::query::{self, Filters, Matcher, Order, QueryError, SearchRequest, needle_words};
+use crate::schema::LABEL_FIELDS;
+use crate::store::Store;
+
+/// Most lines a query may read from the document store.
+pub const MAX_SCANNED: usize = 5_000_000;
+/// Most series a metric query may return.
+pub const MAX_SERIES: usize = 5_000;
+/// Most points per series (Loki's limit).
+pub const MAX_POINTS: usize = 11_000;
+
+/// One line of a log query's answer.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub ts: i64,
+    pub seq: u64,
+    pub labels: Labels,
+    pub line: String,
+}
+
+/// The index's share of a log expression, and whether it answers the selector and pipeline
+/// exactly (nothing left to check per line).
+pub fn plan(expr: &LogExpr, start: i64, end: i64) -> (Filters, bool) {
+    let mut exact = expr.stages.is_empty();
+    let mut labels = Vec::new();
+    for m in &expr.matchers {
+        let builtin = LABEL_FIELDS.contains(&m.name.as_str());
+        let name = if builtin {
+            m.name.clone()
+        } else {
+            format!("labels.{}", m.name)
+        };
+        let empty_matches = m.matches(Some(""));
+        let pushed = match m.op {
+            MatchOp::Eq if !m.value.is_empty() => Some(Matcher::Eq(m.value.clone())),
+            MatchOp::Ne if !m.value.is_empty() => Some(Matcher::Ne(m.value.clone())),
+            MatchOp::Re if builtin && !empty_matches => Some(Matcher::Re(m.value.clone())),
+            // `!~` with a pattern that cannot match "": lines without the label pass both ways.
+            MatchOp::NotRe if builtin && empty_matches => Some(Matcher::NotRe(m.value.clone())),
+            _ => None,
+        };
+        match pushed {
+            Some(matcher) => labels.push((name, matcher)),
+            None => exact = false,
+        }
+    }
+    let mut words = Vec::new();
+    for stage in &expr.stages {
+        match stage {
+            Stage::Line(f) if f.op == LineOp::Contains && f.values.len() == 1 => {
+                words.extend(needle_words(&f.values[0]));
+            }
+            // The line changes: later filters look at other text.
+            Stage::LineFormat(_) => break,
+            _ => {}
+        }
+    }
+    (
+        Filters {
+            text: None,
+            labels,
+            start,
+            end,
+            words,
+        },
+        exact,
+    )
+}
+
+/// Up to `limit` lines of `expr` in `[start, end)`, in `order`.
+pub fn select_logs(
+    store: &Store,
+    expr: &LogExpr,
+    start: i64,
+    end: i64,
+    limit: usize,
+    order: Order,
+) -> Result<Vec<Entry>, QueryError> {
+    let (filters, exact) = plan(expr, start, end);
+    let page = if exact { limit } else { limit.max(1000) };
+    let mut out = Vec::new();
+    let mut after = None;
+    let mut scanned = 0;
+    while out.len() < limit {
+        let result = query::search(
+            store,
+            &SearchRequest {
+                filters: filters.clone(),
+                order,
+                limit: page,
+                after,
+                highlight: false,
+                count: false,
+            },
+        )?;
+        scanned += result.hits.len();
+        for hit in result.hits {
+            if out.len() >= limit {
+                break;
+            }
+            if !exact && !expr.selector_matches(&hit.record) {
+                continue;
+            }
+            if let Some(p) = expr.process(&hit.record) {
+                out.push(Entry {
+                    ts: hit.ts,
+                    seq: hit.seq,
+                    labels: p.labels,
+                    line: p.line,
+                });
+            }
+        }
+        match result.next {
+            Some(next) if scanned < MAX_SCANNED => after = Some(next),
+            Some(_) => {
+                return Err(QueryError::Invalid(format!(
+                    "the query read {MAX_SCANNED} lines without filling its limit: narrow the selector or shorten the time range"
+                )));
+            }
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
+/// The instants a metric query is evaluated at: `start + i*step` for `i < n`.
+#[derive(Clone, Copy, Debug)]
+pub struct Steps {
+    pub start: i64,
+    pub step: i64,
+    pub n: usize,
+}
+
+impl Steps {
+    /// Every step from `start` to `end`, both included.
+    pub fn range(start: i64, end: i64, step: i64) -> Result<Steps, QueryError> {
+        if step <= 0 {
+            return Err(QueryError::Invalid(
+                "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+            ));
+        }
+        let n = ((end - start) / step) as usize + 1;
+        if n > MAX_POINTS {
+            return Err(QueryError::Invalid(format!(
+                "exceeded maximum resolution of {MAX_POINTS} points per timeseries. Try decreasing the query resolution (?step=XX)"
+            )));
+        }
+        Ok(Steps { start, step, n })
+    }
+
+    pub fn instant(at: i64) -> Steps {
+        Steps {
+            start: at,
+            step: 1,
+            n: 1,
+        }
+    }
+
+    pub fn at(&self, i: usize) -> i64 {
+        self.start + i as i64 * self.step
+    }
+}
+
+/// A series: one value (or none) per step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    pub labels: Labels,
+    pub values: Vec<Option<f64>>,
+}
+
+/// What a metric expression evaluates to.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Scalar(f64),
+    Vector(Vec<Series>),
+}
+
+pub fn eval(store: &Store, expr: &MetricExpr, steps: &Steps) -> Result<Value, QueryError> {
+    eval_with(store, expr, steps, None)
+}
+
+/// `keep`: the only labels the caller will look at (an enclosing `sum by`), so counting can
+/// split by fewer columns.
+fn eval_with(
+    store: &Store,
+    expr: &MetricExpr,
+    steps: &Steps,
+    keep: Option<&[String]>,
+) -> Result<Value, QueryError> {
+    let value = match expr {
+        MetricExpr::Number(n) => Value::Scalar(*n),
+        MetricExpr::Vector(n) => Value::Vector(vec![Series {
+            labels: Labels::new(),
+            values: vec![Some(*n); steps.n],
+        }]),
+        MetricExpr::Range {
+            op,
+            log,
+            range,
+            offset,
+        } => Value::Vector(range_agg(store, *op, log, *range, *offset, steps, keep)?),
+        MetricExpr::Agg {
+            op,
+            param,
+            grouping,
+            inner,
+        } => {
+            let hint = match grouping {
+                Some(Grouping::By(labels)) if !matches!(op, AggOp::Topk | AggOp::Bottomk) => {
+                    Some(labels.as_slice())
+                }
+                None if !matches!(op, AggOp::Topk | AggOp::Bottomk) => Some(&[][..]),
+                _ => None,
+            };
+            let series = match eval_with(store, inner, steps, hint)? {
+                Value::Vector(v) => v,
+                Value::Scalar(_) => {
+                    return Err(QueryError::Invalid(
+                        "aggregations take a vector, not a number".into(),
+                    ));
+                }
+            };
+            Value::Vector(aggregate(*op, *param, grouping.as_ref(), series, steps.n)?)
+        }
+        MetricExpr::Binary {
+            op,
+            return_bool,
+            lhs,
+            rhs,
+        } => binary(
+            *op,
+            *return_bool,
+            eval_with(store, lhs, steps, None)?,
+            eval_with(store, rhs, steps, None)?,
+        )?,
+    };
+    if let Value::Vector(v) = &value
+        && v.len() > MAX_SERIES
+    {
+        return Err(QueryError::Invalid(format!(
+            "maximum of series ({MAX_SERIES}) reached for a single query: aggregate with sum by (…)"
+        )));
+    }
+    Ok(value)
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// Per series, the lines (or bytes) in each step's window `(t - offset - range, t - offset]`.
+fn range_agg(
+    store: &Store,
+    op: RangeOp,
+    log: &LogExpr,
+    range: i64,
+    offset: i64,
+    steps: &Steps,
+    keep: Option<&[String]>,
+) -> Result<Vec<Series>, QueryError> {
+    // The first window starts just after t0 - offset - range; the last ends at tN - offset.
+    let first = steps.start - offset - range + 1;
+    let last = steps.at(steps.n - 1) - offset + 1;
+    let (filters, exact) = plan(log, first, last);
+    let bytes = matches!(op, RangeOp::BytesOverTime | RangeOp::BytesRate);
+    let bucket = if steps.n == 1 {
+        range
+    } else {
+        gcd(range, steps.step)
+    };
+    let buckets = (last - first + bucket - 1) / bucket;
+    let mut series = if exact && buckets <= 20_000 {
+        counted(
+            store,
+            &filters,
+            bucket,
+            buckets as usize,
+            range,
+            steps,
+            bytes,
+            keep,
+        )?
+    } else {
+        scanned(store, log, &filters, range, steps, offset, bytes)?
+    };
+    let secs = range as f64 / 1e9;
+    match op {
+        RangeOp::CountOverTime | RangeOp::BytesOverTime => {}
+        RangeOp::Rate | RangeOp::BytesRate => {
+            for s in &mut series {
+                for v in s.values.iter_mut().flatten() {
+                    *v /= secs;
+                }
+            }
+        }
+        RangeOp::AbsentOverTime => {
+            let labels: Labels = log
+                .matchers
+                .iter()
+                .filter(|m| m.op == MatchOp::Eq)
+                .map(|m| (m.name.clone(), m.value.clone()))
+                .collect();
+            let values = (0..steps.n)
+                .map(|i| (!series.iter().any(|s| s.values[i].is_some())).then_some(1.0))
+                .collect::<Vec<_>>();
+            series = if values.iter().any(Option::is_some) {
+                vec![Series { labels, values }]
+            } else {
+                Vec::new()
+            };
+        }
+    }
+    Ok(series)
+}
+
+/// Windows summed from per-bucket counts read off the fast columns.
+#[allow(clippy::too_many_arguments)]
+fn counted(
+    store: &Store,
+    filters: &Filters,
+    bucket: i64,
+    buckets: usize,
+    range: i64,
+    steps: &Steps,
+    bytes: bool,
+    keep: Option<&[String]>,
+) -> Result<Vec<Series>, QueryError> {
+    let group_by: Vec<String> = STREAM_LABELS
+        .iter()
+        .filter(|l| keep.is_none_or(|k| k.iter().any(|x| x == *l)))
+        .map(|l| (*l).to_owned())
+        .collect();
+    let collector = crate::counts::GroupedCounts {
+        start: filters.start,
+        step: bucket,
+        buckets,
+        group_by: group_by.clone(),
+        bytes,
+    };
+    let compiled = query::compile(&store.fields, filters)?;
+    let mut groups = crate::counts::Groups::new();
+    for day in store.days_between(filters.start, filters.end) {
+        for (k, v) in day.searcher().search(&*compiled.query, &collector)? {
+            let slot = groups.entry(k).or_insert_with(|| vec![0.0; buckets]);
+            for (a, b) in slot.iter_mut().zip(v) {
+                *a += b;
+            }
+        }
+    }
+    let per_window = (range / bucket) as usize;
+    let per_step = (steps.step / bucket).max(0) as usize;
+    let mut out = Vec::new();
+    for (key, counts) in groups {
+        let labels: Labels = group_by
+            .iter()
+            .zip(key)
+            .filter_map(|(n, v)| Some((n.clone(), v?)))
+            .collect();
+        let values: Vec<Option<f64>> = (0..steps.n)
+            .map(|i| {
+                let from = i * per_step;
+                let total: f64 = counts[from.min(buckets)..(from + per_window).min(buckets)]
+                    .iter()
+                    .sum();
+                (total > 0.0).then_some(total)
+            })
+            .collect();
+        if values.iter().any(Option::is_some) {
+            out.push(Series { labels, values });
+        }
+    }
+    Ok(out)
+}
+
+/// Windows counted over lines read from the store and run through the pipeline.
+fn scanned(
+    store: &Store,
+    log: &LogExpr,
+    filters: &Filters,
+    range: i64,
+    steps: &Steps,
+    offset: i64,
+    bytes: bool,
+) -> Result<Vec<Series>, QueryError> {
+    let mut points: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
+    query::scan(store, filters, MAX_SCANNED, |ts, _, record| {
+        if !log.selector_matches(&record) {
+            return;
+        }
+        if let Some(p) = log.process(&record) {
+            let v = if bytes { p.line.len() as f64 } else { 1.0 };
+            points.entry(p.labels).or_default().push((ts, v));
+        }
+    })?;
+    let mut out = Vec::new();
+    for (labels, mut pts) in points {
+        pts.sort_unstable_by_key(|p| p.0);
+        // Prefix sums, so each window is two binary searches.
+        let mut sums = Vec::with_capacity(pts.len() + 1);
+        sums.push(0.0);
+        for p in &pts {
+            sums.push(sums.last().copied().unwrap_or(0.0) + p.1);
+        }
+        let values: Vec<Option<f64>> = (0..steps.n)
+            .map(|i| {
+                let end = steps.at(i) - offset;
+                let lo = pts.partition_point(|p| p.0 <= end - range);
+                let hi = pts.partition_point(|p| p.0 <= end);
+                (hi > lo).then(|| sums[hi] - sums[lo])
+            })
+            .collect();
+        if values.iter().any(Option::is_some) {
+            out.push(Series { labels, values });
+        }
+    }
+    Ok(out)
+}
+
+fn group_key(labels: &Labels, grouping: Option<&Grouping>) -> Labels {
+    match grouping {
+        None => Labels::new(),
+        Some(Grouping::By(names)) => labels
+            .iter()
+            .filter(|(k, _)| names.contains(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        Some(Grouping::Without(names)) => labels
+            .iter()
+            .filter(|(k, _)| !names.contains(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    }
+}
+
+fn aggregate(
+    op: AggOp,
+    param: Option<f64>,
+    grouping: Option<&Grouping>,
+    series: Vec<Series>,
+    n: usize,
+) -> Result<Vec<Series>, QueryError> {
+    let mut groups: BTreeMap<Labels, Vec<Series>> = BTreeMap::new();
+    for s in series {
+        groups
+            .entry(group_key(&s.labels, grouping))
+            .or_default()
+            .push(s);
+    }
+    let mut out = Vec::new();
+    if let AggOp::Topk | AggOp::Bottomk = op {
+        let k = param.unwrap_or(1.0);
+        if k < 1.0 {
+            return Ok(out);
+        }
+        let k = k as usize;
+        for (_, members) in groups {
+            let mut kept: Vec<Series> = members
+                .iter()
+                .map(|s| Series {
+                    labels: s.labels.clone(),
+                    values: vec![None; n],
+                })
+                .collect();
+            for i in 0..n {
+                let mut present: Vec<(usize, f64)> = members
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(j, s)| Some((j, s.values[i]?)))
+                    .collect();
+                present.sort_by(|a, b| {
+                    let o = a.1.total_cmp(&b.1);
+                    if op == AggOp::Topk { o.reverse() } else { o }
+                });
+                for (j, v) in present.into_iter().take(k) {
+                    kept[j].values[i] = Some(v);
+                }
+            }
+            out.extend(
+                kept.into_iter()
+                    .filter(|s| s.values.iter().any(Option::is_some)),
+            );
+        }
+        return Ok(out);
+    }
+    for (labels, members) in groups {
+        let values: Vec<Option<f64>> = (0..n)
+            .map(|i| {
+                let vals: Vec<f64> = members.iter().filter_map(|s| s.values[i]).collect();
+                if vals.is_empty() {
+                    return None;
+                }
+                let count = vals.len() as f64;
+                let sum: f64 = vals.iter().sum();
+                let mean = sum / count;
+                let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / count;
+                Some(match op {
+                    AggOp::Sum => sum,
+                    AggOp::Avg => mean,
+                    AggOp::Min => vals.iter().copied().fold(f64::INFINITY, f64::min),
+                    AggOp::Max => vals.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                    AggOp::Count => count,
+                    AggOp::Stdvar => var,
+                    AggOp::Stddev => var.sqrt(),
+                    AggOp::Topk | AggOp::Bottomk => unreachable!("handled above"),
+                })
+            })
+            .collect();
+        if values.iter().any(Option::is_some) {
+            out.push(Series { labels, values });
+        }
+    }
+    Ok(out)
+}
+
+fn arith(op: BinOp, a: f64, b: f64) -> Option<f64> {
+    Some(match op {
+        BinOp::Add => a + b,
+        BinOp::Sub => a - b,
+        BinOp::Mul => a * b,
+        BinOp::Div => a / b,
+        BinOp::Mod => a % b,
+        BinOp::Pow => a.powf(b),
+        BinOp::Eq => f64::from(u8::from(a == b)),
+        BinOp::Ne => f64::from(u8::from(a != b)),
+        BinOp::Gt => f64::from(u8::from(a > b)),
+        BinOp::Ge => f64::from(u8::from(a >= b)),
+        BinOp::Lt => f64::from(u8::from(a < b)),
+        BinOp::Le => f64::from(u8::from(a <= b)),
+        BinOp::And | BinOp::Or | BinOp::Unless => return None,
+    })
+}
+
+/// One sample of `lhs op rhs`; `keep` is the vector side's value a filtering comparison keeps.
+fn sample(op: BinOp, return_bool: bool, a: f64, b: f64, keep: f64) -> Option<f64> {
+    let r = arith(op, a, b)?;
+    if op.is_comparison() && !return_bool {
+        return (r == 1.0).then_some(keep);
+    }
+    Some(r)
+}
+
+fn binary(op: BinOp, return_bool: bool, lhs: Value, rhs: Value) -> Result<Value, QueryError> {
+    if op.is_comparison()
+        && !return_bool
+        && matches!((&lhs, &rhs), (Value::Scalar(_), Value::Scalar(_)))
+    {
+        return Err(QueryError::Invalid(
+            "comparisons between numbers must use the bool modifier".into(),
+        ));
+    }
+    Ok(match (lhs, rhs) {
+        (Value::Scalar(a), Value::Scalar(b)) => {
+            if op.is_set() {
+                return Err(QueryError::Invalid(format!(
+                    "{op:?} is only allowed between vectors"
+                )));
+            }
+            Value::Scalar(arith(op, a, b).unwrap_or(f64::NAN))
+        }
+        (Value::Vector(v), Value::Scalar(b)) => {
+            if op.is_set() {
+                return Err(QueryError::Invalid(format!(
+                    "{op:?} is only allowed between vectors"
+                )));
+            }
+            Value::Vector(map_series(v, |a| sample(op, return_bool, a, b, a)))
+        }
+        (Value::Scalar(a), Value::Vector(v)) => {
+            if op.is_set() {
+                return Err(QueryError::Invalid(format!(
+                    "{op:?} is only allowed between vectors"
+                )));
+            }
+            Value::Vector(map_series(v, |b| sample(op, return_bool, a, b, b)))
+        }
+        (Value::Vector(l), Value::Vector(r)) => Value::Vector(vector_vector(op, return_bool, l, r)),
+    })
+}
+
+fn map_series(v: Vec<Series>, f: impl Fn(f64) -> Option<f64>) -> Vec<Series> {
+    v.into_iter()
+        .filter_map(|s| {
+            let values: Vec<Option<f64>> = s.values.iter().map(|x| x.and_then(&f)).collect();
+            values.iter().any(Option::is_some).then_some(Series {
+                labels: s.labels,
+                values,
+            })
+        })
+        .collect()
+}
+
+/// One-to-one matching on identical label sets.
+fn vector_vector(op: BinOp, return_bool: bool, l: Vec<Series>, r: Vec<Series>) -> Vec<Series> {
+    let right: HashMap<&Labels, &Series> = r.iter().map(|s| (&s.labels, s)).collect();
+    let mut out = Vec::new();
+    match op {
+        BinOp::Or => {
+            let left: HashMap<&Labels, &Series> = l.iter().map(|s| (&s.labels, s)).collect();
+            for s in &r {
+                if !left.contains_key(&s.labels) {
+                    out.push(s.clone());
+                }
+            }
+            let mut merged: Vec<Series> = l
+                .iter()
+                .map(|s| {
+                    let mut s = s.clone();
+                    if let Some(o) = right.get(&s.labels) {
+                        for (a, b) in s.values.iter_mut().zip(&o.values) {
+                            if a.is_none() {
+                                *a = *b;
+                            }
+                        }
+                    }
+                    s
+                })
+                .collect();
+            merged.extend(out);
+            return merged;
+        }
+        BinOp::And | BinOp::Unless => {
+            for s in l {
+                let other = right.get(&s.labels);
+                let values: Vec<Option<f64>> = s
+                    .values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        let there = other.is_some_and(|o| o.values[i].is_some());
+                        if (op == BinOp::And) == there {
+                            *v
+                        } else {
+                            None
+                        }
+                    })
+                    .collect();
+                if values.iter().any(Option::is_some) {
+                    out.push(Series {
+                        labels: s.labels,
+                        values,
+                    });
+                }
+            }
+            return out;
+        }
+        _ => {}
+    }
+    for s in l {
+        let Some(o) = right.get(&s.labels) else {
+            continue;
+        };
+        let values: Vec<Option<f64>> = s
+            .values
+            .iter()
+            .zip(&o.values)
+            .map(|(a, b)| sample(op, return_bool, (*a)?, (*b)?, (*a)?))
+            .collect();
+        if values.iter().any(Option::is_some) {
+            out.push(Series {
+                labels: s.labels,
+                values,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(labels: &[(&str, &str)], values: &[Option<f64>]) -> Series {
+        Series {
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            values: values.to_vec(),
+        }
+    }
+
+    #[test]
+    fn aggregations() {
+        let input = vec![
+            series(&[("app", "a"), ("pod", "1")], &[Some(1.0), Some(5.0)]),
+            series(&[("app", "a"), ("pod", "2")], &[Some(3.0), None]),
+            series(&[("app", "b"), ("pod", "3")], &[None, Some(2.0)]),
+        ];
+        let by_app = Some(Grouping::By(vec!["app".into()]));
+        let sum = aggregate(AggOp::Sum, None, by_app.as_ref(), input.clone(), 2).unwrap();
+        assert_eq!(sum[0], series(&[("app", "a")], &[Some(4.0), Some(5.0)]));
+        assert_eq!(sum[1], series(&[("app", "b")], &[None, Some(2.0)]));
+        let avg = aggregate(AggOp::Avg, None, None, input.clone(), 2).unwrap();
+        assert_eq!(avg[0].values, vec![Some(2.0), Some(3.5)]);
+        let top = aggregate(AggOp::Topk, Some(1.0), None, input.clone(), 2).unwrap();
+        assert_eq!(top.len(), 2);
+        assert_eq!(top[0].values, vec![None, Some(5.0)]);
+        assert_eq!(top[1].values, vec![Some(3.0), None]);
+        let without = aggregate(
+            AggOp::Count,
+            None,
+            Some(&Grouping::Without(vec!["pod".into()])),
+            input,
+            2,
+        )
+        .unwrap();
+        assert_eq!(without[0].values, vec![Some(2.0), Some(1.0)]);
+    }
+
+    #[test]
+    fn binary_operators() {
+        let one = Value::Vector(vec![series(&[], &[Some(1.0)])]);
+        assert_eq!(
+            binary(BinOp::Add, false, one.clone(), one.clone()).unwrap(),
+            Value::Vector(vec![series(&[], &[Some(2.0)])])
+        );
+        let v = Value::Vector(vec![
+            series(&[("a", "x")], &[Some(1.0), Some(10.0)]),
+            series(&[("a", "y")], &[Some(7.0), None]),
+        ]);
+        let Value::Vector(gt) = binary(BinOp::Gt, false, v.clone(), Value::Scalar(5.0)).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(gt[0].values, vec![None, Some(10.0)]);
+        assert_eq!(gt[1].values, vec![Some(7.0), None]);
+        let Value::Vector(b) = binary(BinOp::Gt, true, v.clone(), Value::Scalar(5.0)).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(b[0].values, vec![Some(0.0), Some(1.0)]);
+        assert_eq!(
+            binary(BinOp::Pow, false, Value::Scalar(2.0), Value::Scalar(10.0)).unwrap(),
+            Value::Scalar(1024.0)
+        );
+        assert!(binary(BinOp::Gt, false, Value::Scalar(2.0), Value::Scalar(1.0)).is_err());
+        let Value::Vector(d) = binary(BinOp::Div, false, v.clone(), v).unwrap() else {
+            panic!()
+        };
+        assert_eq!(d[0].values, vec![Some(1.0), Some(1.0)]);
+    }
+}
