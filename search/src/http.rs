@@ -49,6 +49,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/metrics", get(metrics))
         .route("/ready", get(|| async { "ready" }))
         .route("/healthz", get(|| async { "ok" }))
+        .merge(crate::loki::router())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(api)
 }

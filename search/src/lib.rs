@@ -6,6 +6,7 @@ pub mod counts;
 pub mod dedup;
 pub mod http;
 pub mod logql;
+pub mod loki;
 pub mod metrics;
 pub mod pipeline;
 pub mod query;
