@@ -36,6 +36,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 pub struct Api {
     pub pipeline: Arc<Pipeline>,
     pub registry: prometheus_client::registry::Registry,
+    /// Ends live tails when the service stops.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 pub fn router(api: Arc<Api>) -> Router {
@@ -50,6 +52,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/ready", get(|| async { "ready" }))
         .route("/healthz", get(|| async { "ok" }))
         .merge(crate::loki::router())
+        .merge(crate::tail::router())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(api)
 }

@@ -13,6 +13,7 @@ pub mod query;
 pub mod record;
 pub mod schema;
 pub mod store;
+pub mod tail;
 pub mod wal;
 
 use std::net::SocketAddr;
@@ -108,6 +109,7 @@ pub async fn start(
     let api = Arc::new(http::Api {
         pipeline: pipeline.clone(),
         registry,
+        shutdown: shutdown.clone(),
     });
     let app = http::router(api);
     let retention = tokio::spawn(

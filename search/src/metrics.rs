@@ -36,6 +36,7 @@ pub struct Metrics {
     pub wal_bytes: Gauge,
     pub queued_batches: Gauge,
     pub tail_clients: Gauge,
+    pub tail_dropped: Counter,
     pub retention_deleted: Counter,
 }
 
@@ -56,6 +57,7 @@ impl Default for Metrics {
             wal_bytes: Gauge::default(),
             queued_batches: Gauge::default(),
             tail_clients: Gauge::default(),
+            tail_dropped: Counter::default(),
             retention_deleted: Counter::default(),
         }
     }
@@ -124,6 +126,11 @@ impl Metrics {
             "tail_clients",
             "Connected live-tail clients",
             self.tail_clients.clone(),
+        );
+        r.register(
+            "tail_dropped_lines",
+            "Lines live-tail clients lost because they read too slowly",
+            self.tail_dropped.clone(),
         );
         r.register(
             "retention_deleted_indexes",

@@ -56,6 +56,7 @@ pub fn service() -> Service {
     let app = router(Arc::new(Api {
         pipeline: pipeline.clone(),
         registry,
+        shutdown: tokio_util::sync::CancellationToken::new(),
     }));
     Service {
         _dir: dir,
