@@ -53,6 +53,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .merge(crate::loki::router())
         .merge(crate::tail::router())
+        .merge(crate::push::router())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(api)
 }
@@ -63,6 +64,10 @@ pub struct ApiError(StatusCode, String);
 impl ApiError {
     pub fn bad_request(msg: impl Into<String>) -> ApiError {
         ApiError(StatusCode::BAD_REQUEST, msg.into())
+    }
+
+    pub fn internal(msg: impl Into<String>) -> ApiError {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, msg.into())
     }
 }
 

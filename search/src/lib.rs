@@ -9,6 +9,7 @@ pub mod logql;
 pub mod loki;
 pub mod metrics;
 pub mod pipeline;
+pub mod push;
 pub mod query;
 pub mod record;
 pub mod schema;

@@ -397,3 +397,107 @@ async fn bad_queries_get_400_worded_like_loki() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_takes_snappy_protobuf_and_gzip_json() {
+    use skiff_search::push::{LabelPair, ProtoEntry, ProtoStream, PushRequest, Timestamp};
+    use std::io::Write;
+    let s = service();
+    let req = PushRequest {
+        streams: vec![ProtoStream {
+            labels: r#"{namespace="shop", pod="cart-1", k8s_container_name="app", team="pay"}"#
+                .into(),
+            entries: (0..3)
+                .map(|i| ProtoEntry {
+                    timestamp: Some(Timestamp {
+                        seconds: T0 / SEC + i,
+                        nanos: 5,
+                    }),
+                    line: format!("proto line {i}"),
+                    structured_metadata: vec![LabelPair {
+                        name: "trace_id".into(),
+                        value: format!("t{i}"),
+                    }],
+                })
+                .collect(),
+            hash: 0,
+        }],
+    };
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&prost::Message::encode_to_vec(&req))
+        .unwrap();
+    let http_req = |ct: &str, gzip: bool, body: Vec<u8>| {
+        let mut b = http::Request::builder()
+            .method("POST")
+            .uri("/loki/api/v1/push")
+            .header("content-type", ct);
+        if gzip {
+            b = b.header("content-encoding", "gzip");
+        }
+        b.body(axum::body::Body::from(body)).unwrap()
+    };
+    use tower::ServiceExt;
+    let resp = s
+        .app
+        .clone()
+        .oneshot(http_req("application/x-protobuf", false, body))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+
+    let json = serde_json::json!({"streams": [{
+        "stream": {"namespace": "shop", "pod": "cart-2"},
+        "values": [[(T0 + 10 * SEC).to_string(), "json line", {"trace_id": "tj"}]],
+    }]});
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(json.to_string().as_bytes()).unwrap();
+    let resp = s
+        .app
+        .clone()
+        .oneshot(http_req("application/json", true, gz.finish().unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    s.settle().await;
+
+    let range = format!("start={}&end={}", T0, T0 + 60 * SEC);
+    let q = enc(r#"{namespace="shop", team="pay"} | trace_id="t1""#);
+    let v = s
+        .get(&format!("/loki/api/v1/query_range?query={q}&{range}"))
+        .await;
+    assert_eq!(entries(&v), vec![(T0 + SEC + 5, "proto line 1".to_owned())]);
+    assert_eq!(v["data"]["result"][0]["stream"]["container"], "app");
+    let q = enc(r#"{pod="cart-2"}"#);
+    let v = s
+        .get(&format!("/loki/api/v1/query_range?query={q}&{range}"))
+        .await;
+    assert_eq!(entries(&v), vec![(T0 + 10 * SEC, "json line".to_owned())]);
+
+    for (ct, body, needle) in [
+        ("application/x-protobuf", b"not snappy".to_vec(), "snappy"),
+        (
+            "application/json",
+            b"{\"streams\": 3}".to_vec(),
+            "JSON body",
+        ),
+        (
+            "application/json",
+            br#"{"streams":[{"stream":{},"values":[["soon","x"]]}]}"#.to_vec(),
+            "not Unix ns",
+        ),
+    ] {
+        let resp = s
+            .app
+            .clone()
+            .oneshot(http_req(ct, false, body))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400);
+        let bytes = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains(needle), "{text}");
+    }
+}
