@@ -213,7 +213,7 @@ fn reader(
             }
             let rest = pending.split_off(n);
             let marks = tailer.marks(&rest);
-            let batch = encode(&pending, &config.node, &pods, marks);
+            let batch = encode(config.sink, &pending, &config.node, &pods, marks);
             pending = rest;
             pending_since = (!pending.is_empty()).then(Instant::now);
             // Blocks while the sender is behind: backpressure, nothing more is read.
@@ -240,9 +240,15 @@ fn batch_extent(lines: &[TailedLine], max_lines: usize, max_bytes: usize) -> (us
     (lines.len(), bytes)
 }
 
-/// The records of `lines` as NDJSON.
-fn encode(lines: &[TailedLine], node: &str, pods: &PodCache, marks: Vec<Checkpoint>) -> Batch {
-    let mut body = Vec::with_capacity(lines.iter().map(|l| l.line.message.len() + 200).sum());
+/// The records of `lines`, encoded for the sink.
+fn encode(
+    sink: SinkKind,
+    lines: &[TailedLine],
+    node: &str,
+    pods: &PodCache,
+    marks: Vec<Checkpoint>,
+) -> Batch {
+    let mut records = Vec::with_capacity(lines.len());
     let now = jiff::Timestamp::now().as_nanosecond() as i64;
     let mut bytes = 0;
     for l in lines {
@@ -266,11 +272,10 @@ fn encode(lines: &[TailedLine], node: &str, pods: &PodCache, marks: Vec<Checkpoi
                 record["owner_name"] = json!(name);
             }
         }
-        serde_json::to_writer(&mut body, &record).expect("a JSON value serializes");
-        body.push(b'\n');
+        records.push(record);
     }
     Batch {
-        body: Bytes::from(body),
+        body: sink.encode(&records),
         lines: lines.len(),
         bytes,
         marks,
@@ -297,11 +302,17 @@ async fn sender(
         loop {
             let started = Instant::now();
             match sink.send(batch.body.clone()).await {
-                Ok(()) => {
+                Ok(refused) => {
                     metrics
                         .send_duration
                         .observe(started.elapsed().as_secs_f64());
-                    metrics.lines_shipped.inc_by(batch.lines as u64);
+                    if refused > 0 {
+                        metrics.error("refused");
+                        metrics.dropped_lines.inc_by(refused as u64);
+                    }
+                    metrics
+                        .lines_shipped
+                        .inc_by(batch.lines.saturating_sub(refused) as u64);
                     metrics.shipped_bytes.inc_by(batch.bytes as u64);
                     let _ = acks.send(batch.marks);
                     break;

@@ -1,13 +1,16 @@
 //! The collector against a real skiff-search in the same process: lines of every file arrive
 //! with their metadata, partial records are joined, and rename rotation, copytruncate, deleted
 //! files and restarts (including one that lost its last checkpoints, as after a kill -9) lose
-//! no line and store none twice.
+//! no line and store none twice. The Loki sink ships to skiff-search's Loki push API; the
+//! Elasticsearch sink to a stand-in `_bulk` server (no Elasticsearch runs here) that answers
+//! as Elasticsearch does: a 429, per-item conflicts and refusals.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use skiff_log_collector::sink::SinkKind;
 use skiff_log_collector::{Config, metrics::Metrics};
 use skiff_search::query::{Filters, Order, SearchRequest};
 use tokio_util::sync::CancellationToken;
@@ -129,6 +132,10 @@ struct Collector {
 }
 
 fn start_collector(pods: &Path, data: &Path, url: &str) -> Collector {
+    start_collector_to(pods, data, url, SinkKind::Search)
+}
+
+fn start_collector_to(pods: &Path, data: &Path, url: &str, sink: SinkKind) -> Collector {
     let mut config = Config::new(
         pods.to_owned(),
         data.to_owned(),
@@ -139,6 +146,7 @@ fn start_collector(pods: &Path, data: &Path, url: &str) -> Collector {
     config.poll_interval = Duration::from_millis(20);
     config.flush_interval = Duration::from_millis(50);
     config.batch_lines = 7; // small batches: many checkpoints and acknowledgements
+    config.sink = sink;
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(skiff_log_collector::run(
         config,
@@ -294,4 +302,146 @@ async fn rotation_truncation_deletion_and_restarts_lose_nothing() {
 
     c.stop().await;
     s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loki_sink_ships_through_the_push_api() {
+    let s = search().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let pods = tmp.path().join("pods");
+    let f = log_file(&pods, "shop", "cart-1", "app");
+    write_lines(&f, &lines("loki", 0..30));
+    let c = start_collector_to(&pods, &tmp.path().join("data"), &s.url(), SinkKind::Loki);
+    s.expect(&lines("loki", 0..30)).await;
+    let r = s.records().pop().unwrap();
+    assert_eq!(r.namespace.as_deref(), Some("shop"));
+    assert_eq!(r.pod.as_deref(), Some("cart-1"));
+    assert_eq!(r.container.as_deref(), Some("app"));
+    assert_eq!(r.node.as_deref(), Some("node-a"));
+    c.stop().await;
+    s.stop().await;
+}
+
+/// A stand-in for Elasticsearch's `_bulk`: documents by `_id` per index; the first request is
+/// answered 429, a document saying "reject me" gets a per-item 400, a known `_id` a 409.
+#[derive(Default)]
+struct Bulk {
+    requests: usize,
+    docs: HashMap<String, (String, serde_json::Value)>,
+}
+
+async fn bulk_server() -> (String, std::sync::Arc<std::sync::Mutex<Bulk>>) {
+    use axum::http::StatusCode;
+    let state = std::sync::Arc::new(std::sync::Mutex::new(Bulk::default()));
+    let st = state.clone();
+    let app = axum::Router::new().route(
+        "/_bulk",
+        axum::routing::post(move |body: String| {
+            let st = st.clone();
+            async move {
+                let mut b = st.lock().unwrap();
+                b.requests += 1;
+                if b.requests == 1 {
+                    return (StatusCode::TOO_MANY_REQUESTS, "{}".to_owned());
+                }
+                let mut items = Vec::new();
+                let mut errors = false;
+                let mut lines = body.lines();
+                while let Some(action) = lines.next() {
+                    let action: serde_json::Value = serde_json::from_str(action).unwrap();
+                    let doc: serde_json::Value =
+                        serde_json::from_str(lines.next().unwrap()).unwrap();
+                    let index = action["create"]["_index"].as_str().unwrap().to_owned();
+                    let id = action["create"]["_id"].as_str().unwrap().to_owned();
+                    let status = if doc["log"].as_str().unwrap().contains("reject me") {
+                        400
+                    } else if b.docs.contains_key(&id) {
+                        409
+                    } else {
+                        b.docs.insert(id.clone(), (index.clone(), doc));
+                        201
+                    };
+                    errors |= status != 201;
+                    items.push(serde_json::json!({"create": {"_index": index, "_id": id, "status": status}}));
+                }
+                (
+                    StatusCode::OK,
+                    serde_json::json!({"took": 1, "errors": errors, "items": items}).to_string(),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, state)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elasticsearch_sink_creates_each_line_once_in_daily_indexes() {
+    let (url, state) = bulk_server().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let pods = tmp.path().join("pods");
+    let f = log_file(&pods, "shop", "web-1", "app");
+    let mut sent = lines("es", 0..20);
+    sent.insert(5, "please reject me".into());
+    write_lines(&f, &sent);
+    let stored = |state: &std::sync::Arc<std::sync::Mutex<Bulk>>| {
+        let b = state.lock().unwrap();
+        let mut logs: Vec<String> = b
+            .docs
+            .values()
+            .map(|(_, d)| d["log"].as_str().unwrap().to_owned())
+            .collect();
+        logs.sort();
+        logs
+    };
+    let mut want = lines("es", 0..20);
+    want.sort();
+    let wait = |state| {
+        let want = want.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while stored(state) != want {
+                assert!(Instant::now() < deadline, "stored {:?}", stored(state));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let c = start_collector_to(
+        &pods,
+        &tmp.path().join("data"),
+        &url,
+        SinkKind::Elasticsearch,
+    );
+    wait(&state).await;
+    c.stop().await;
+    {
+        let b = state.lock().unwrap();
+        assert!(b.requests >= 2, "the 429 was retried");
+        let (index, doc) = b.docs.values().next().unwrap();
+        assert!(index.starts_with("logstash-20"), "{index}");
+        assert_eq!(index.len(), "logstash-2026.11.26".len());
+        assert_eq!(doc["kubernetes"]["namespace_name"], "shop");
+        assert_eq!(doc["kubernetes"]["pod_name"], "web-1");
+        assert_eq!(doc["kubernetes"]["container_name"], "app");
+        assert_eq!(doc["kubernetes"]["host"], "node-a");
+        assert!(doc["@timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+    // Checkpoints lost (a fresh data directory): everything is sent again, and the ids make
+    // every line a conflict instead of a copy.
+    let before = state.lock().unwrap().requests;
+    let c = start_collector_to(
+        &pods,
+        &tmp.path().join("data2"),
+        &url,
+        SinkKind::Elasticsearch,
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while state.lock().unwrap().requests < before + 3 {
+        assert!(Instant::now() < deadline, "nothing re-sent");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.stop().await;
+    assert_eq!(stored(&state), want);
 }

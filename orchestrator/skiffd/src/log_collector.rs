@@ -26,7 +26,11 @@ pub(crate) struct LogCollectorArgs {
     /// without one, lines carry what the file path says.
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
-    /// The skiff-search service.
+    /// What speaks at --sink-url: `search` (skiff-search), `loki` (Loki's push API) or
+    /// `elasticsearch` (`_bulk` into logstash-YYYY.MM.DD).
+    #[arg(long, default_value = "search")]
+    sink: skiff_log_collector::sink::SinkKind,
+    /// The server lines are shipped to.
     #[arg(long, default_value = "http://127.0.0.1:9428")]
     sink_url: String,
     /// Lines per batch.
@@ -77,6 +81,7 @@ pub(crate) async fn run(args: LogCollectorArgs) -> anyhow::Result<()> {
         args.node_name,
         args.sink_url,
     );
+    config.sink = args.sink;
     config.batch_lines = args.batch_lines.max(1);
     config.flush_interval = args.flush_interval;
     let mut collector = tokio::spawn(skiff_log_collector::run(
