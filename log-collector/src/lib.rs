@@ -48,6 +48,8 @@ pub struct Config {
     pub poll_interval: Duration,
     /// How often the directory is scanned for new, rotated, deleted files.
     pub scan_interval: Duration,
+    /// Join lines matching this into the record before them (stack traces).
+    pub multiline: Option<parse::Multiline>,
 }
 
 impl Config {
@@ -63,6 +65,7 @@ impl Config {
             flush_interval: Duration::from_millis(200),
             poll_interval: Duration::from_millis(100),
             scan_interval: Duration::from_secs(1),
+            multiline: None,
         }
     }
 }
@@ -151,6 +154,7 @@ fn reader(
     let span = tracing::info_span!("log_reader");
     let _enter = span.enter();
     let mut tailer = Tailer::new(config.pods_dir.clone(), config.node.clone(), checkpoints);
+    tailer.multiline = config.multiline.clone();
     let mut last_scan: Option<Instant> = None;
     let mut pending: Vec<TailedLine> = Vec::new();
     let mut pending_since: Option<Instant> = None;

@@ -8,6 +8,8 @@
 //! it was read, never dropped: a log collector that loses lines it does not understand hides
 //! exactly the lines someone needs.
 
+use std::time::{Duration, Instant};
+
 use serde::Deserialize;
 
 /// One record of a file, as parsed.
@@ -115,15 +117,106 @@ pub struct Line {
 /// Longest line assembled from pieces; the rest of an endless partial run starts a new line.
 pub const MAX_LINE_BYTES: usize = 1024 * 1024;
 
-/// Joins pieces into lines, per stream (stdout and stderr pieces interleave in one file).
+/// Joins pieces into lines, per stream (stdout and stderr pieces interleave in one file), and,
+/// with a multi-line rule, lines into records: a line matching `continue_pattern` (a stack
+/// frame, say) is appended to the line before it.
+///
+/// Lines leave in the order of their `end` offsets (the idempotency key must grow): a line
+/// that completes while the other stream holds an earlier record waits for that record.
 #[derive(Default)]
 pub struct Assembler {
     pending: [Option<Line>; 2],
+    multiline: Option<Multiline>,
+    /// Per stream, the last whole line, held while continuation lines may follow.
+    held: [Option<(Line, Instant)>; 2],
+    /// Complete lines waiting for an earlier held record, by `end`.
+    ready: Vec<Line>,
+}
+
+/// The multi-line rule.
+#[derive(Clone, Debug)]
+pub struct Multiline {
+    pub continue_pattern: regex::Regex,
+    /// A held record is shipped when nothing follows it for this long.
+    pub timeout: Duration,
 }
 
 impl Assembler {
-    /// Add the record at `offset..end`; returns a line when one is complete.
-    pub fn push(&mut self, piece: Piece, offset: u64, end: u64) -> Option<Line> {
+    pub fn new(multiline: Option<Multiline>) -> Assembler {
+        Assembler {
+            multiline,
+            ..Assembler::default()
+        }
+    }
+
+    /// Add the record at `offset..end`; returns the lines now complete, in `end` order.
+    pub fn push(&mut self, piece: Piece, offset: u64, end: u64) -> Vec<Line> {
+        let Some(line) = self.assemble(piece, offset, end) else {
+            return Vec::new();
+        };
+        let Some(rule) = &self.multiline else {
+            return vec![line];
+        };
+        let slot = &mut self.held[line.stream as usize];
+        match slot.take() {
+            Some((mut held, _))
+                if rule.continue_pattern.is_match(&line.message)
+                    && held.message.len() + line.message.len() < MAX_LINE_BYTES =>
+            {
+                held.message.push('\n');
+                held.message.push_str(&line.message);
+                held.end = line.end;
+                *slot = Some((held, Instant::now()));
+            }
+            previous => {
+                *slot = Some((line, Instant::now()));
+                if let Some((l, _)) = previous {
+                    self.enqueue(l);
+                }
+            }
+        }
+        self.release()
+    }
+
+    fn enqueue(&mut self, line: Line) {
+        let at = self.ready.partition_point(|l| l.end < line.end);
+        self.ready.insert(at, line);
+    }
+
+    /// Ready lines that no held record precedes.
+    fn release(&mut self) -> Vec<Line> {
+        let floor = self
+            .held
+            .iter()
+            .flatten()
+            .map(|(l, _)| l.end)
+            .min()
+            .unwrap_or(u64::MAX);
+        let n = self.ready.partition_point(|l| l.end < floor);
+        self.ready.drain(..n).collect()
+    }
+
+    /// Lines complete now that held records nothing followed for the rule's timeout are.
+    pub fn expired(&mut self) -> Vec<Line> {
+        let Some(rule) = &self.multiline else {
+            return Vec::new();
+        };
+        let timeout = rule.timeout;
+        let mut done = Vec::new();
+        for h in &mut self.held {
+            if h.as_ref().is_some_and(|(_, at)| at.elapsed() >= timeout)
+                && let Some((l, _)) = h.take()
+            {
+                done.push(l);
+            }
+        }
+        for l in done {
+            self.enqueue(l);
+        }
+        self.release()
+    }
+
+    fn assemble(&mut self, piece: Piece, offset: u64, end: u64) -> Option<Line> {
         let slot = &mut self.pending[piece.stream as usize];
         let line = match slot.take() {
             Some(mut line) => {
@@ -148,14 +241,28 @@ impl Assembler {
         }
     }
 
-    /// Lines still being assembled, as they are (their file ended).
+    /// Every line not yet returned, as it is (its file ended), in `end` order.
     pub fn flush(&mut self) -> Vec<Line> {
-        self.pending.iter_mut().filter_map(Option::take).collect()
+        let mut out: Vec<Line> = std::mem::take(&mut self.ready);
+        out.extend(
+            self.held
+                .iter_mut()
+                .filter_map(|h| h.take().map(|(l, _)| l)),
+        );
+        out.extend(self.pending.iter_mut().filter_map(Option::take));
+        out.sort_by_key(|l| l.end);
+        out
     }
 
-    /// The offset of the oldest line still being assembled (the checkpoint may not pass it).
+    /// The offset of the oldest line not yet returned (the checkpoint may not pass it).
     pub fn pending_offset(&self) -> Option<u64> {
-        self.pending.iter().flatten().map(|l| l.offset).min()
+        self.pending
+            .iter()
+            .flatten()
+            .chain(self.held.iter().flatten().map(|(l, _)| l))
+            .chain(&self.ready)
+            .map(|l| l.offset)
+            .min()
     }
 }
 
@@ -164,20 +271,61 @@ mod tests {
     use super::*;
 
     #[test]
+    fn stack_traces_join_into_one_record() {
+        let mut a = Assembler::new(Some(Multiline {
+            continue_pattern: regex::Regex::new(r"^\s+at |^Caused by:").unwrap(),
+            timeout: Duration::from_millis(50),
+        }));
+        let mut out = Vec::new();
+        let mut at = 0;
+        for l in [
+            "stderr F java.lang.IllegalStateException: boom",
+            "stderr F \tat com.shop.Cart.add(Cart.java:10)",
+            "stdout F an unrelated stdout line",
+            "stderr F Caused by: java.io.IOException: disk",
+            "stderr F \tat com.shop.Disk.write(Disk.java:3)",
+            "stderr F next record",
+        ] {
+            let raw = format!("2026-11-27T10:00:00Z {l}");
+            let end = at + raw.len() as u64 + 1;
+            out.extend(a.push(parse(raw.as_bytes()), at, end));
+            at = end;
+        }
+        // The stack trace is complete, but the stdout line held before its end keeps it
+        // waiting: lines leave in the order of their ends.
+        assert_eq!(out, vec![]);
+        assert_eq!(a.pending_offset(), Some(0));
+        std::thread::sleep(Duration::from_millis(60));
+        let done = a.expired();
+        let messages: Vec<&str> = done.iter().map(|l| l.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            vec![
+                "an unrelated stdout line",
+                "java.lang.IllegalStateException: boom\n\tat com.shop.Cart.add(Cart.java:10)\nCaused by: java.io.IOException: disk\n\tat com.shop.Disk.write(Disk.java:3)",
+                "next record",
+            ]
+        );
+        assert!(done.windows(2).all(|w| w[0].end < w[1].end));
+        assert_eq!(done[1].offset, 0);
+        assert_eq!(a.pending_offset(), None);
+    }
+
+    #[test]
     fn cri_records_are_parsed_and_partials_joined() {
         let mut a = Assembler::default();
         let p = parse(b"2026-11-27T10:00:00.000000001Z stdout P hello ");
         assert!(p.partial);
-        assert_eq!(a.push(p, 0, 48), None);
+        assert_eq!(a.push(p, 0, 48), vec![]);
         // A stderr line in between does not disturb the stdout one.
         let e = a
             .push(parse(b"2026-11-27T10:00:00.5Z stderr F oops"), 48, 90)
-            .unwrap();
+            .remove(0);
         assert_eq!((e.message.as_str(), e.stream), ("oops", Stream::Stderr));
         assert_eq!(a.pending_offset(), Some(0));
         let line = a
             .push(parse(b"2026-11-27T10:00:01Z stdout F world"), 90, 130)
-            .unwrap();
+            .remove(0);
         assert_eq!(line.message, "hello world");
         assert_eq!((line.offset, line.end), (0, 130));
         assert_eq!(line.ts, Some(1_795_773_601_000_000_000));
@@ -185,7 +333,7 @@ mod tests {
         // An empty message is a line too.
         let l = a
             .push(parse(b"2026-11-27T10:00:01Z stdout F"), 130, 160)
-            .unwrap();
+            .remove(0);
         assert_eq!(l.message, "");
     }
 
@@ -194,14 +342,14 @@ mod tests {
         let mut a = Assembler::default();
         let p = parse(br#"{"log":"part one ","stream":"stderr","time":"2026-11-27T10:00:00Z"}"#);
         assert!(p.partial);
-        assert_eq!(a.push(p, 0, 10), None);
+        assert_eq!(a.push(p, 0, 10), vec![]);
         let l = a
             .push(
                 parse(br#"{"log":"part two\n","stream":"stderr","time":"2026-11-27T10:00:00.1Z"}"#),
                 10,
                 20,
             )
-            .unwrap();
+            .remove(0);
         assert_eq!(l.message, "part one part two");
         assert_eq!(l.stream, Stream::Stderr);
     }

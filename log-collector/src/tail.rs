@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::checkpoint::{Checkpoint, Checkpoints, FileId};
-use crate::parse::{self, Assembler, Line};
+use crate::parse::{self, Assembler, Line, Multiline};
 
 /// Bytes read from one file per round, so one busy file does not starve the others.
 const READ_CHUNK: usize = 256 * 1024;
@@ -170,6 +170,8 @@ pub struct Tailer {
     pub checkpoints: Checkpoints,
     /// Close a detached file this long after its last new byte (the writer has moved on).
     detached_grace: Duration,
+    /// Join continuation lines (stack traces) into the record before them.
+    pub multiline: Option<Multiline>,
 }
 
 /// What one round of reading produced.
@@ -187,6 +189,7 @@ impl Tailer {
             tails: HashMap::new(),
             checkpoints,
             detached_grace: Duration::from_secs(5),
+            multiline: None,
         }
     }
 
@@ -248,7 +251,7 @@ impl Tailer {
                 tail.generation += 1;
                 tail.offset = 0;
                 tail.partial.clear();
-                tail.assembler = Assembler::default();
+                tail.assembler = Assembler::new(self.multiline.clone());
                 tail.fingerprint = None;
             }
         }
@@ -313,7 +316,7 @@ impl Tailer {
                     offset,
                     fingerprint: fp,
                     generation,
-                    assembler: Assembler::default(),
+                    assembler: Assembler::new(self.multiline.clone()),
                     partial: Vec::new(),
                     detached: false,
                     idle_since: None,
@@ -335,6 +338,15 @@ impl Tailer {
         let mut closed = Vec::new();
         for tail in self.tails.values_mut() {
             let n = read_tail(tail, &self.node, &mut round)?;
+            // Multi-line records nothing followed for a while are complete.
+            for line in tail.assembler.expired() {
+                round.lines.push(TailedLine {
+                    id: tail.id,
+                    line,
+                    meta: tail.meta.clone(),
+                    source: tail.source(&self.node),
+                });
+            }
             if n > 0 {
                 tail.idle_since = None;
             } else {
@@ -433,7 +445,7 @@ fn read_tail(tail: &mut Tail, node: &str, round: &mut Round) -> std::io::Result<
 fn emit(tail: &mut Tail, node: &str, record: &[u8], offset: u64, round: &mut Round) {
     let end = offset + record.len() as u64 + 1;
     let piece = parse::parse(record);
-    if let Some(line) = tail.assembler.push(piece, offset, end) {
+    for line in tail.assembler.push(piece, offset, end) {
         round.lines.push(TailedLine {
             id: tail.id,
             line,

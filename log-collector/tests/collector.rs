@@ -136,6 +136,15 @@ fn start_collector(pods: &Path, data: &Path, url: &str) -> Collector {
 }
 
 fn start_collector_to(pods: &Path, data: &Path, url: &str, sink: SinkKind) -> Collector {
+    start_collector_with(pods, data, url, |c| c.sink = sink)
+}
+
+fn start_collector_with(
+    pods: &Path,
+    data: &Path,
+    url: &str,
+    configure: impl FnOnce(&mut Config),
+) -> Collector {
     let mut config = Config::new(
         pods.to_owned(),
         data.to_owned(),
@@ -146,7 +155,7 @@ fn start_collector_to(pods: &Path, data: &Path, url: &str, sink: SinkKind) -> Co
     config.poll_interval = Duration::from_millis(20);
     config.flush_interval = Duration::from_millis(50);
     config.batch_lines = 7; // small batches: many checkpoints and acknowledgements
-    config.sink = sink;
+    configure(&mut config);
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(skiff_log_collector::run(
         config,
@@ -444,4 +453,43 @@ async fn elasticsearch_sink_creates_each_line_once_in_daily_indexes() {
     }
     c.stop().await;
     assert_eq!(stored(&state), want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stack_traces_arrive_as_one_record_across_a_restart() {
+    let s = search().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let pods = tmp.path().join("pods");
+    let data = tmp.path().join("data");
+    let f = log_file(&pods, "shop", "java-1", "app");
+    let rule = || skiff_log_collector::parse::Multiline {
+        continue_pattern: regex::Regex::new(r"^\s+at |^Caused by:").unwrap(),
+        timeout: Duration::from_millis(200),
+    };
+    let trace = |n: usize| {
+        vec![
+            format!("Exception {n}: boom"),
+            "\tat com.shop.Cart.add(Cart.java:10)".to_owned(),
+            "Caused by: java.io.IOException".to_owned(),
+            "\tat com.shop.Disk.write(Disk.java:3)".to_owned(),
+        ]
+    };
+    let joined = |n: usize| trace(n).join("\n");
+    let mut written = vec!["before".to_owned()];
+    written.extend(trace(1));
+    written.push("between".into());
+    write_lines(&f, &written);
+    let c = start_collector_with(&pods, &data, &s.url(), |cfg| cfg.multiline = Some(rule()));
+    let mut expected = vec!["before".to_owned(), joined(1), "between".to_owned()];
+    s.expect(&expected).await;
+    c.stop().await;
+    // Written while stopped, the second trace is read after the restart, still whole.
+    let mut more = trace(2);
+    more.push("after".into());
+    write_lines(&f, &more);
+    let c = start_collector_with(&pods, &data, &s.url(), |cfg| cfg.multiline = Some(rule()));
+    expected.extend([joined(2), "after".to_owned()]);
+    s.expect(&expected).await;
+    c.stop().await;
+    s.stop().await;
 }

@@ -33,6 +33,13 @@ pub(crate) struct LogCollectorArgs {
     /// The server lines are shipped to.
     #[arg(long, default_value = "http://127.0.0.1:9428")]
     sink_url: String,
+    /// Join lines matching this regular expression into the record before them, e.g.
+    /// `^\s+at |^\s+\.\.\. \d+ more|^Caused by:` for Java stack traces.
+    #[arg(long)]
+    multiline_continue_pattern: Option<regex::Regex>,
+    /// Ship a multi-line record when no continuation line followed for this long.
+    #[arg(long, default_value = "1s", value_parser = crate::control::parse_duration)]
+    multiline_timeout: Duration,
     /// Lines per batch.
     #[arg(long, default_value_t = 2000)]
     batch_lines: usize,
@@ -82,6 +89,12 @@ pub(crate) async fn run(args: LogCollectorArgs) -> anyhow::Result<()> {
         args.sink_url,
     );
     config.sink = args.sink;
+    config.multiline = args.multiline_continue_pattern.map(|continue_pattern| {
+        skiff_log_collector::parse::Multiline {
+            continue_pattern,
+            timeout: args.multiline_timeout,
+        }
+    });
     config.batch_lines = args.batch_lines.max(1);
     config.flush_interval = args.flush_interval;
     let mut collector = tokio::spawn(skiff_log_collector::run(
