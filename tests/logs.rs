@@ -119,6 +119,67 @@ fn pod_lines_are_searchable_and_outlive_their_pod() {
         .unwrap();
     assert!(after >= before, "{after} < {before}");
 
+    // The Loki-compatible API answers the same lines (what Grafana's Loki data source asks).
+    let q = |text: &str| -> String { form_urlencoded::byte_serialize(text.as_bytes()).collect() };
+    let r = http(
+        &addr,
+        "GET",
+        &format!(
+            "/loki/api/v1/query_range?query={}&since=10m&limit=5",
+            q(r#"{namespace="default", app="ticker"} |= "tick""#)
+        ),
+        None,
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["data"]["resultType"], "streams", "{v}");
+    assert_eq!(v["data"]["result"][0]["stream"]["container"], "tick", "{v}");
+    let r = http(
+        &addr,
+        "GET",
+        &format!(
+            "/loki/api/v1/query?query={}",
+            q(r#"sum by (pod) (count_over_time({owner_kind="ReplicaSet", app="ticker"}[10m]))"#)
+        ),
+        None,
+        b"",
+    )
+    .unwrap();
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert!(
+        v["data"]["result"].as_array().unwrap().len() >= 2,
+        "a series per pod: {v}"
+    );
+
+    // Skiff's own component logs arrive through the same collector, labelled.
+    let components: BTreeSet<String> = wait_for(Duration::from_secs(30), "component logs", || {
+        let r = http(
+            &addr,
+            "GET",
+            "/api/v1/labels/component/values?since=10m",
+            None,
+            b"",
+        )
+        .ok()?;
+        let v: Value = serde_json::from_slice(&r.body).ok()?;
+        let set: BTreeSet<String> = v["values"]
+            .as_array()?
+            .iter()
+            .filter_map(|x| x["value"].as_str().map(str::to_owned))
+            .collect();
+        set.contains("agent").then_some(set)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log()));
+    eprintln!("component logs from {components:?}");
+    let v = search(&addr, "component=agent&since=10m&limit=1");
+    assert!(
+        v["hits"][0]["message"].as_str().unwrap().starts_with('{'),
+        "{v}"
+    );
+    assert!(v["hits"][0]["level"].is_string(), "{v}");
+
     // The search service's own metrics count what arrived.
     let r = http(&addr, "GET", "/metrics", None, b"").unwrap();
     let text = String::from_utf8_lossy(&r.body);

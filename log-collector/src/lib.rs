@@ -50,6 +50,8 @@ pub struct Config {
     pub scan_interval: Duration,
     /// Join lines matching this into the record before them (stack traces).
     pub multiline: Option<parse::Multiline>,
+    /// Skiff's own component logs (`/var/log/skiff`), shipped with a `component` label.
+    pub component_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -66,6 +68,7 @@ impl Config {
             poll_interval: Duration::from_millis(100),
             scan_interval: Duration::from_secs(1),
             multiline: None,
+            component_dir: None,
         }
     }
 }
@@ -155,6 +158,7 @@ fn reader(
     let _enter = span.enter();
     let mut tailer = Tailer::new(config.pods_dir.clone(), config.node.clone(), checkpoints);
     tailer.multiline = config.multiline.clone();
+    tailer.component_dir = config.component_dir.clone();
     let mut last_scan: Option<Instant> = None;
     let mut pending: Vec<TailedLine> = Vec::new();
     let mut pending_since: Option<Instant> = None;
@@ -261,14 +265,19 @@ fn encode(
             "ts": l.line.ts.unwrap_or(now),
             "message": l.line.message,
             "stream": l.line.stream.as_str(),
-            "namespace": l.meta.namespace,
-            "pod": l.meta.pod,
-            "pod_uid": l.meta.pod_uid,
-            "container": l.meta.container,
             "node": node,
             "source": l.source,
             "offset": l.line.end,
         });
+        if let Some(component) = &l.meta.component {
+            record["component"] = json!(component);
+            records.push(record);
+            continue;
+        }
+        record["namespace"] = json!(l.meta.namespace);
+        record["pod"] = json!(l.meta.pod);
+        record["pod_uid"] = json!(l.meta.pod_uid);
+        record["container"] = json!(l.meta.container);
         if let Some(pod) = pods.get(&l.meta.pod_uid) {
             record["labels"] = json!(pod.labels);
             if let (Some(kind), Some(name)) = (&pod.owner_kind, &pod.owner_name) {

@@ -31,6 +31,8 @@ pub struct FileMeta {
     pub pod: String,
     pub pod_uid: String,
     pub container: String,
+    /// A Skiff component's own log (`<component dir>/<component>.log`), not a pod's.
+    pub component: Option<String>,
 }
 
 /// `<pods dir>/<ns>_<pod>_<uid>/<container>/<n>.log[.<suffix>]` → metadata.
@@ -50,6 +52,17 @@ pub fn meta_of(pods_dir: &Path, path: &Path) -> Option<FileMeta> {
         pod: it.next()?.to_owned(),
         pod_uid: it.next()?.to_owned(),
         container: container.to_owned(),
+        component: None,
+    })
+}
+
+/// `<component dir>/<component>.log[.<suffix>]` → metadata.
+fn component_meta(path: &Path) -> Option<FileMeta> {
+    let name = path.file_name()?.to_str()?;
+    let component = name.split(".log").next().filter(|c| !c.is_empty())?;
+    Some(FileMeta {
+        component: Some(component.to_owned()),
+        ..FileMeta::default()
     })
 }
 
@@ -172,6 +185,8 @@ pub struct Tailer {
     detached_grace: Duration,
     /// Join continuation lines (stack traces) into the record before them.
     pub multiline: Option<Multiline>,
+    /// Skiff's component logs (`/var/log/skiff`), followed too.
+    pub component_dir: Option<PathBuf>,
 }
 
 /// What one round of reading produced.
@@ -190,6 +205,7 @@ impl Tailer {
             checkpoints,
             detached_grace: Duration::from_secs(5),
             multiline: None,
+            component_dir: None,
         }
     }
 
@@ -213,27 +229,32 @@ impl Tailer {
     pub fn scan(&mut self) -> std::io::Result<()> {
         let mut present: HashMap<FileId, PathBuf> = HashMap::new();
         let mut current_paths: HashMap<PathBuf, FileId> = HashMap::new();
-        for pod_dir in read_dir(&self.pods_dir) {
-            for container_dir in read_dir(&pod_dir) {
-                for path in read_dir(&container_dir) {
-                    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                    if !is_log_file(name) {
-                        continue;
-                    }
-                    let Ok(m) = std::fs::metadata(&path) else {
-                        continue;
-                    };
-                    if !m.is_file() {
-                        continue;
-                    }
-                    let id = FileId {
-                        dev: m.dev(),
-                        ino: m.ino(),
-                    };
-                    present.insert(id, path.clone());
-                    current_paths.insert(path, id);
-                }
+        let component_files = self
+            .component_dir
+            .as_deref()
+            .map(read_dir)
+            .unwrap_or_default();
+        let pod_files = read_dir(&self.pods_dir)
+            .into_iter()
+            .flat_map(|pod_dir| read_dir(&pod_dir))
+            .flat_map(|container_dir| read_dir(&container_dir));
+        for path in pod_files.chain(component_files) {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if !is_log_file(name) {
+                continue;
             }
+            let Ok(m) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if !m.is_file() {
+                continue;
+            }
+            let id = FileId {
+                dev: m.dev(),
+                ino: m.ino(),
+            };
+            present.insert(id, path.clone());
+            current_paths.insert(path, id);
         }
         // Followed files: new path (renamed), gone (deleted), truncated.
         for tail in self.tails.values_mut() {
@@ -260,7 +281,11 @@ impl Tailer {
             if self.tails.contains_key(id) {
                 continue;
             }
-            let Some(meta) = meta_of(&self.pods_dir, path) else {
+            let meta = match &self.component_dir {
+                Some(dir) if path.parent() == Some(dir.as_path()) => component_meta(path),
+                _ => meta_of(&self.pods_dir, path),
+            };
+            let Some(meta) = meta else {
                 continue;
             };
             let Ok(mut file) = File::open(path) else {

@@ -64,6 +64,9 @@ pub struct AgentConfig {
     pub pod_log_dir: PathBuf,
     /// `/var/log/containers`.
     pub container_log_dir: PathBuf,
+    /// Where the Skiff components of this process write their own logs (`/var/log/skiff` to
+    /// hostPath volumes), so the node's log collector ships them with a component label.
+    pub component_log_dir: PathBuf,
     /// Which runtime.
     pub runtime: RuntimeKind,
     /// The sandbox image of the Docker runtime.
@@ -107,6 +110,7 @@ impl AgentConfig {
         vec![
             ("/var/log/pods".into(), self.pod_log_dir.clone()),
             ("/var/log/containers".into(), self.container_log_dir.clone()),
+            ("/var/log/skiff".into(), self.component_log_dir.clone()),
             ("/var/lib/skiff".into(), self.root_dir.clone()),
         ]
     }
@@ -118,6 +122,7 @@ impl AgentConfig {
             node_name: node_name.into(),
             pod_log_dir: logs.join("pods"),
             container_log_dir: logs.join("containers"),
+            component_log_dir: logs.join("skiff"),
             root_dir,
             runtime: RuntimeKind::Auto,
             pause_image: format!("skiff/pause:{}", env!("CARGO_PKG_VERSION")),

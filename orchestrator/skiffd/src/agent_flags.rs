@@ -146,6 +146,12 @@ impl AgentArgs {
         };
         config.pod_log_dir = self.pod_log_dir.clone().unwrap_or(pods);
         config.container_log_dir = self.container_log_dir.clone().unwrap_or(containers);
+        // Next to the pod logs: /var/log/skiff for root, <data>/logs/skiff otherwise.
+        config.component_log_dir = config
+            .pod_log_dir
+            .parent()
+            .map(|p| p.join("skiff"))
+            .unwrap_or_else(|| data_dir.join("logs/skiff"));
         config.runtime = self.runtime;
         if let Some(image) = &self.pause_image {
             config.pause_image = image.clone();

@@ -139,6 +139,9 @@ pub(crate) async fn run(args: JoinArgs) -> anyhow::Result<()> {
         .rsplit_once(':')
         .and_then(|(h, p)| Some((h.to_owned(), p.trim_end_matches('/').parse().ok()?)));
     let config = args.agent.config(&data_dir, tls, endpoint)?;
+    if let Err(e) = crate::component_logs::install(config.component_log_dir.clone()) {
+        tracing::warn!(dir = %config.component_log_dir.display(), error = %e, "not writing component logs");
+    }
     let metrics = AgentMetrics::default();
     let agent = skiff_agent::start(config, client, metrics, shutdown.clone()).await?;
     println!(

@@ -16,6 +16,10 @@ pub(crate) struct LogCollectorArgs {
     /// The pod log directory to follow.
     #[arg(long, default_value = "/var/log/pods")]
     pods_dir: PathBuf,
+    /// Skiff's own component logs to follow too (`/var/log/skiff`), shipped with a
+    /// `component` label.
+    #[arg(long)]
+    component_logs_dir: Option<PathBuf>,
     /// Where the checkpoints are kept (a hostPath in the DaemonSet, so they outlive the pod).
     #[arg(long)]
     data_dir: PathBuf,
@@ -89,6 +93,7 @@ pub(crate) async fn run(args: LogCollectorArgs) -> anyhow::Result<()> {
         args.sink_url,
     );
     config.sink = args.sink;
+    config.component_dir = args.component_logs_dir;
     config.multiline = args.multiline_continue_pattern.map(|continue_pattern| {
         skiff_log_collector::parse::Multiline {
             continue_pattern,

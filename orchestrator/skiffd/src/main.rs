@@ -3,6 +3,7 @@
 
 mod addons;
 mod agent_flags;
+mod component_logs;
 mod control;
 mod fake_nodes;
 mod join;
@@ -58,18 +59,30 @@ enum Command {
 }
 
 fn init_logging(format: &str) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let stderr = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
+    let stderr = if format == "json" {
+        stderr.json().boxed()
     } else {
-        builder.init();
-    }
+        stderr.boxed()
+    };
+    // The node's log collector ships these (see component_logs).
+    let files = tracing_subscriber::fmt::layer()
+        .json()
+        .with_ansi(false)
+        .with_writer(component_logs::ComponentLogs);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
+        .with(files)
+        .init();
 }
 
 fn main() -> anyhow::Result<()> {

@@ -257,6 +257,9 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
         agent_args.node_name = Some(node_name);
         let tls = agent_args.tls_from_pki(&pki)?;
         let config = agent_args.config(&data_dir, tls, Some((host, port)))?;
+        if let Err(e) = crate::component_logs::install(config.component_log_dir.clone()) {
+            tracing::warn!(dir = %config.component_log_dir.display(), error = %e, "not writing component logs");
+        }
         agent = Some(
             skiff_agent::start(config, client, agent_metrics, shutdown.clone())
                 .await
