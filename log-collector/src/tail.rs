@@ -498,8 +498,16 @@ mod tests {
                 namespace: "shop".into(),
                 pod: "web-1".into(),
                 pod_uid: "abc-123".into(),
-                container: "app".into()
+                container: "app".into(),
+                component: None,
             }
+        );
+        assert_eq!(
+            component_meta(Path::new("/var/log/skiff/scheduler.log.1"))
+                .unwrap()
+                .component
+                .as_deref(),
+            Some("scheduler")
         );
         assert!(
             meta_of(
