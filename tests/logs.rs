@@ -153,6 +153,83 @@ fn pod_lines_are_searchable_and_outlive_their_pod() {
         "a series per pod: {v}"
     );
 
+    // `skiff logs` and `skiff search` reach the service through the API server's service proxy.
+    let out = cluster.skiff(&["logs", "-l", "app=ticker", "--tail", "4"]);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{}{}", out.stdout, out.stderr);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with("ticker-") && l.contains(" tick tick ")),
+        "{}",
+        out.stdout
+    );
+    let out = cluster.skiff(&["logs", "deploy/ticker", "--tail", "1", "-o", "raw"]);
+    assert!(
+        out.stdout.starts_with("tick "),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    let out = cluster.skiff(&["search", "tick", "--limit", "3"]);
+    assert_eq!(
+        out.stdout.lines().count(),
+        3,
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    assert!(out.stderr.contains("3 of "), "{}", out.stderr);
+    let out = cluster.skiff(&["search", "--histogram", "--since", "5m", "--interval", "1m"]);
+    assert!(out.stdout.contains('█'), "{}{}", out.stdout, out.stderr);
+    let out = cluster.skiff(&["search", "bad \"query"]);
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert!(out.stderr.contains("at character"), "{}", out.stderr);
+    let out = cluster.kubectl(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/kube-system/services/skiff-search:http/proxy/loki/api/v1/label/app/values",
+    ]);
+    assert!(
+        out.stdout.contains("ticker"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    // Following: new lines of both pods keep coming.
+    let mut child = std::process::Command::new(skiff_e2e::bin_dir().join("skiff"))
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .args(["logs", "-f", "-l", "app=ticker", "--tail", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut followed = BTreeSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while followed.len() < 2 && std::time::Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_secs(1))
+            && let Some(pod) = line.split(' ').next()
+        {
+            followed.insert(pod.to_owned());
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(followed.len(), 2, "followed lines of {followed:?}");
+
     // Skiff's own component logs arrive through the same collector, labelled.
     let components: BTreeSet<String> = wait_for(Duration::from_secs(30), "component logs", || {
         let r = http(

@@ -238,7 +238,7 @@ const BUILTIN: &[Def] = &[
     def(CORE, &["v1"], "Service", "services", true)
         .short(&["svc"])
         .all()
-        .subs(&["status"]),
+        .subs(&["status", "proxy"]),
     def(CORE, &["v1"], "Endpoints", "endpoints", true).short(&["ep"]),
     def(
         CORE,
@@ -367,7 +367,11 @@ fn subresource(group: &str, version: &str, parent_kind: &str, name: &str) -> Sub
         "proxy" => (
             "",
             "v1",
-            "NodeProxyOptions",
+            if parent_kind == "Service" {
+                "ServiceProxyOptions"
+            } else {
+                "NodeProxyOptions"
+            },
             &["create", "delete", "get", "patch", "update"],
         ),
         "finalize" => ("", "v1", "Namespace", &["update"]),

@@ -24,6 +24,26 @@ impl fmt::Display for ServerError {
 
 impl std::error::Error for ServerError {}
 
+/// A proxied service's error answer, as it sent it.
+#[derive(Debug)]
+pub(crate) struct ProxiedError {
+    pub(crate) status: u16,
+    pub(crate) body: String,
+}
+
+impl fmt::Display for ProxiedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A Status from the API server, or the service's own {"message"} / {"error"}.
+        let v: Value = serde_json::from_str(&self.body).unwrap_or(Value::Null);
+        match v["message"].as_str().or(v["error"].as_str()) {
+            Some(m) => write!(f, "{m}"),
+            None => write!(f, "HTTP {}: {}", self.status, self.body.trim()),
+        }
+    }
+}
+
+impl std::error::Error for ProxiedError {}
+
 /// How an error is shown to the user.
 pub(crate) fn render_error(e: &anyhow::Error) -> String {
     if e.downcast_ref::<ServerError>().is_some() {
@@ -191,6 +211,19 @@ impl Api {
         } else {
             "application/json"
         };
+        Ok(self
+            .lines(url, accept)
+            .await?
+            .try_filter(|l| futures::future::ready(!l.trim().is_empty()))
+            .and_then(|line| async move { Ok(serde_json::from_str::<Value>(&line)?) }))
+    }
+
+    /// A streamed answer, line by line (watches, server-sent events).
+    pub(crate) async fn lines(
+        &self,
+        url: &str,
+        accept: &str,
+    ) -> Result<impl Stream<Item = Result<String>> + use<>> {
         let request = Request::builder()
             .method(Method::GET)
             .uri(url)
@@ -201,11 +234,49 @@ impl Api {
             .request_stream(request)
             .await
             .map_err(map_error)?;
-        Ok(reader
-            .lines()
-            .map_err(anyhow::Error::from)
-            .try_filter(|l| futures::future::ready(!l.trim().is_empty()))
-            .and_then(|line| async move { Ok(serde_json::from_str::<Value>(&line)?) }))
+        Ok(reader.lines().map_err(anyhow::Error::from))
+    }
+
+    /// A streamed answer of a proxied service, line by line. Its error answers are whatever
+    /// the service sends (not Status objects), so they come back as [`ProxiedError`].
+    pub(crate) async fn proxied_lines(
+        &self,
+        url: &str,
+        accept: &str,
+    ) -> Result<impl Stream<Item = Result<String>> + use<>> {
+        use futures::AsyncReadExt;
+        use http_body_util::BodyExt;
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(url)
+            .header(header::ACCEPT, accept)
+            .body(kube::client::Body::empty())?;
+        let res = self.client.send(request).await.map_err(map_error)?;
+        let status = res.status();
+        let mut body = res
+            .into_body()
+            .into_data_stream()
+            .map_err(std::io::Error::other)
+            .into_async_read();
+        if !status.is_success() {
+            let mut text = String::new();
+            body.read_to_string(&mut text).await?;
+            return Err(anyhow!(ProxiedError {
+                status: status.as_u16(),
+                body: text,
+            }));
+        }
+        Ok(body.lines().map_err(anyhow::Error::from))
+    }
+
+    /// A JSON answer of a proxied service.
+    pub(crate) async fn proxied_json(&self, url: &str) -> Result<Value> {
+        let lines: Vec<String> = self
+            .proxied_lines(url, "application/json")
+            .await?
+            .try_collect()
+            .await?;
+        Ok(serde_json::from_str(&lines.join("\n"))?)
     }
 
     /// Every resource the server serves (preferred versions first).

@@ -7,6 +7,7 @@ mod describe;
 mod explain;
 mod get;
 mod jsonpath;
+mod logs;
 mod manifests;
 mod output;
 mod write;
@@ -63,6 +64,10 @@ enum Command {
     Label(write::MetaArgs),
     /// Update the annotations of a resource.
     Annotate(write::MetaArgs),
+    /// Show and follow the logs of many pods at once (stern's way), from the log search service.
+    Logs(logs::LogsArgs),
+    /// Search the logs of the cluster, or count matches over time (--histogram).
+    Search(logs::SearchArgs),
     /// List the resource types the server supports.
     ApiResources(get::ApiResourcesArgs),
     /// Document the fields of a resource.
@@ -115,6 +120,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Label(a) => write::meta(&ctx, a, "labels").await,
                 Command::Annotate(a) => write::meta(&ctx, a, "annotations").await,
                 Command::ApiResources(a) => get::api_resources(&ctx, a).await,
+                Command::Logs(a) => logs::logs(&ctx, a).await,
+                Command::Search(a) => logs::search(&ctx, a).await,
                 Command::Explain(a) => explain::run(&ctx, a).await,
                 Command::Version | Command::Config(_) => unreachable!("handled above"),
             }

@@ -1,8 +1,10 @@
 //! Objects `skiffd up` keeps in the cluster, as k3s applies its packaged manifests: the log
-//! collector DaemonSet (`deploy/addons/log-collector.yaml`). Applied with server-side apply at
+//! collector DaemonSet (`deploy/addons/log-collector.yaml`) and the `skiff-search` Service with
+//! its Endpoints. Applied with server-side apply at
 //! every start, so an upgrade rolls the new image out and a user's extra fields survive.
 
 use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Endpoints, Service};
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 
@@ -17,20 +19,48 @@ pub(crate) fn log_collector(search_url: &str) -> anyhow::Result<DaemonSet> {
     Ok(serde_norway::from_str(&yaml)?)
 }
 
-/// Create or update the addons, retrying while the API server is still starting.
-pub(crate) async fn apply(client: kube::Client, search_url: &str) -> anyhow::Result<()> {
-    let ds = log_collector(search_url)?;
-    let api: Api<DaemonSet> = Api::namespaced(client, "kube-system");
+/// The `kube-system/skiff-search` Service and its Endpoints (the search service on this
+/// machine's loopback), so clients reach it through the API server's service proxy:
+/// `/api/v1/namespaces/kube-system/services/skiff-search:http/proxy/...`.
+pub(crate) fn search_service(port: u16) -> anyhow::Result<(Service, Endpoints)> {
+    let labels = serde_json::json!({
+        "app.kubernetes.io/name": "skiff-search",
+        "app.kubernetes.io/part-of": "skiff",
+    });
+    let service = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "skiff-search", "namespace": "kube-system", "labels": labels},
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": "None",
+            "ports": [{"name": "http", "port": port, "targetPort": port, "protocol": "TCP"}],
+        },
+    }))?;
+    let endpoints = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {"name": "skiff-search", "namespace": "kube-system", "labels": labels},
+        "subsets": [{
+            "addresses": [{"ip": "127.0.0.1"}],
+            "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+        }],
+    }))?;
+    Ok((service, endpoints))
+}
+
+/// Server-side apply `obj` as `name`, retrying while the API server is still starting.
+async fn apply_one<K>(api: Api<K>, name: &str, obj: &K) -> anyhow::Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
     let params = PatchParams::apply("skiffd").force();
     let mut delay = std::time::Duration::from_millis(200);
     for attempt in 1.. {
-        match api
-            .patch("skiff-log-collector", &params, &Patch::Apply(&ds))
-            .await
-        {
+        match api.patch(name, &params, &Patch::Apply(obj)).await {
             Ok(_) => return Ok(()),
             Err(e) if attempt < 10 => {
-                tracing::warn!(error = %e, attempt, "applying the log collector DaemonSet; retrying");
+                tracing::warn!(error = %e, attempt, name, "applying an addon; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(std::time::Duration::from_secs(5));
             }
@@ -38,6 +68,34 @@ pub(crate) async fn apply(client: kube::Client, search_url: &str) -> anyhow::Res
         }
     }
     unreachable!("the loop returns")
+}
+
+/// Create or update the addons: the search Service pointing at `search`, and the log collector
+/// DaemonSet shipping to it.
+pub(crate) async fn apply(
+    client: kube::Client,
+    search: std::net::SocketAddr,
+) -> anyhow::Result<()> {
+    let (service, endpoints) = search_service(search.port())?;
+    apply_one(
+        Api::<Service>::namespaced(client.clone(), "kube-system"),
+        "skiff-search",
+        &service,
+    )
+    .await?;
+    apply_one(
+        Api::<Endpoints>::namespaced(client.clone(), "kube-system"),
+        "skiff-search",
+        &endpoints,
+    )
+    .await?;
+    let ds = log_collector(&format!("http://{search}"))?;
+    apply_one(
+        Api::<DaemonSet>::namespaced(client, "kube-system"),
+        "skiff-log-collector",
+        &ds,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -186,9 +186,9 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
         .await
         .context("starting the log search service")?;
         let url = format!("http://{}", server.addr);
-        crate::addons::apply(admin.clone(), &url)
+        crate::addons::apply(admin.clone(), server.addr)
             .await
-            .context("applying the log collector DaemonSet")?;
+            .context("applying the log pipeline addons")?;
         search = Some((server, url));
     }
     // A stable identity per data dir: after a crash, the restarted daemon finds the Lease still

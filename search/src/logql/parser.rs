@@ -427,7 +427,15 @@ impl Parser {
     }
 
     fn matcher(&mut self) -> Result<LabelMatcher, ParseError> {
-        let name = self.ident()?;
+        // A quoted name reaches pod labels such as "app.kubernetes.io/name", as Prometheus 3
+        // allows in selectors.
+        let name = match self.peek().clone() {
+            Tok::Str(s) if !s.is_empty() => {
+                self.next();
+                s
+            }
+            _ => self.ident()?,
+        };
         let op = match self.next() {
             Tok::Op("=") => MatchOp::Eq,
             Tok::Op("!=") => MatchOp::Ne,
@@ -688,6 +696,10 @@ mod tests {
             panic!()
         };
         assert_eq!(l.matchers.len(), 3);
+        let Expr::Log(q) = parse(r#"{"app.kubernetes.io/name"="web"}"#).unwrap() else {
+            panic!()
+        };
+        assert_eq!(q.matchers[0].name, "app.kubernetes.io/name");
         assert!(l.matchers[1].matches(Some("api")));
         assert!(!l.matchers[1].matches(Some("apix")));
         assert_eq!(l.stages.len(), 6);

@@ -5,6 +5,7 @@ mod patch;
 mod proxy;
 mod read;
 mod reviews;
+mod service_proxy;
 mod subresources;
 mod watch;
 mod write;
@@ -31,6 +32,8 @@ pub(crate) struct Call {
     pub(crate) state: AppState,
     pub(crate) target: Target,
     pub(crate) query: Query,
+    /// The query string as sent (proxies pass it on unchanged).
+    pub(crate) raw_query: Option<String>,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
 }
@@ -92,6 +95,7 @@ async fn dispatch(
         state: state.clone(),
         target,
         query,
+        raw_query: uri.query().map(str::to_owned),
         headers,
         body,
     };
@@ -124,6 +128,9 @@ async fn route(call: &Call, method: &Method, verb: &str) -> ApiResult<Response> 
         ("PUT", false, Some("finalize")) => subresources::finalize(call).await,
         ("GET", false, Some("log")) => proxy::log(call).await,
         ("GET" | "POST", false, Some("exec")) => proxy::exec(call).await,
+        (_, false, Some("proxy")) if t.info.plural == "services" => {
+            service_proxy::service(call, method).await
+        }
         (_, false, Some("proxy" | "attach" | "portforward")) => {
             Err(ApiError::unavailable(format!(
                 "{} is not served yet for {}/{}",
