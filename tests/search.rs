@@ -1,5 +1,6 @@
 //! `skiffd search` as a process: lines acknowledged before a kill -9 are all searchable after a
-//! restart, exactly once even when the sender re-sends what it was not sure about.
+//! restart, exactly once even when the sender re-sends what it was not sure about; beyond
+//! loopback it takes only bearer tokens the cluster accepts.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
@@ -9,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use skiff_e2e::{Daemon, wait_for};
+use skiff_e2e::{Cluster, Daemon, bin_dir, wait_for};
 
 /// The address the service logged last (it binds port 0; a restart gets a new one).
 fn address(daemon: &Daemon, starts: usize) -> Option<String> {
@@ -28,11 +29,25 @@ fn address(daemon: &Daemon, starts: usize) -> Option<String> {
 
 /// One HTTP/1.1 request; the status and body, or an error if the server is gone.
 fn request(addr: &str, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+    request_as(addr, method, path, body, None)
+}
+
+/// A request with a bearer token.
+fn request_as(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    token: Option<&str>,
+) -> std::io::Result<(u16, Vec<u8>)> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )?;
     s.write_all(body)?;
@@ -233,4 +248,67 @@ fn acknowledged_lines_survive_kill_9_exactly_once() {
         text.contains("skiff_search_index_documents{index=\"logs-"),
         "{text}"
     );
+}
+
+#[test]
+fn beyond_loopback_only_cluster_tokens_get_in() {
+    let data = tempfile::tempdir().unwrap();
+    // Refused outright without a cluster to check tokens with.
+    let out = std::process::Command::new(bin_dir().join("skiffd"))
+        .args(["search", "--data-dir"])
+        .arg(data.path())
+        .args(["--bind-address", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("--auth-kubeconfig"), "{text}");
+
+    let tokens = data.path().join("tokens.csv");
+    std::fs::write(&tokens, "admin-token,admin,1,\"system:masters\"\n").unwrap();
+    let cluster =
+        Cluster::start_with(&["--token-auth-file", tokens.to_str().unwrap()]).expect("skiffd");
+    let out = std::process::Command::new(bin_dir().join("skiffd"))
+        .args(["token", "create", "--data-dir"])
+        .arg(cluster.dir.path())
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let bootstrap = printed
+        .split_whitespace()
+        .find(|w| w.len() == 23 && w.as_bytes()[6] == b'.')
+        .unwrap_or_else(|| panic!("no token in {printed:?}"))
+        .to_owned();
+
+    let args: Vec<String> = vec![
+        "--data-dir".into(),
+        data.path().join("search").display().to_string(),
+        "--bind-address".into(),
+        "127.0.0.1:0".into(),
+        "--auth-kubeconfig".into(),
+        cluster.kubeconfig.display().to_string(),
+    ];
+    let daemon = Daemon::start("search", &args);
+    let addr = wait_for(Duration::from_secs(30), "search listening", || {
+        address(&daemon, 1)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
+    let status =
+        |path: &str, token: Option<&str>| request_as(&addr, "GET", path, b"", token).unwrap().0;
+    assert_eq!(status("/ready", None), 200, "health checks stay open");
+    assert_eq!(status("/api/v1/search?query=x", None), 401);
+    assert_eq!(status("/loki/api/v1/labels", Some("not-a-token")), 401);
+    assert_eq!(status("/loki/api/v1/labels", Some("admin-token")), 200);
+    assert_eq!(status("/api/v1/search?query=x", Some("admin-token")), 200);
+    let (code, _) = request_as(
+        &addr,
+        "POST",
+        "/api/v1/ingest",
+        br#"{"ts": 1, "message": "m", "namespace": "n"}"#,
+        Some("admin-token"),
+    )
+    .unwrap();
+    assert_eq!(code, 200);
+    // A bootstrap token authenticates, but may only ask for certificates.
+    assert_eq!(status("/api/v1/search?query=x", Some(&bootstrap)), 403);
 }

@@ -40,6 +40,8 @@ pub struct Config {
     pub node: String,
     pub sink: SinkKind,
     pub sink_url: String,
+    /// A bearer token for the sink.
+    pub sink_token: Option<String>,
     pub batch_lines: usize,
     pub batch_bytes: usize,
     /// A batch with lines in it is sent after at most this long.
@@ -62,6 +64,7 @@ impl Config {
             node,
             sink: SinkKind::Search,
             sink_url,
+            sink_token: None,
             batch_lines: 2000,
             batch_bytes: 1024 * 1024,
             flush_interval: Duration::from_millis(200),
@@ -127,7 +130,7 @@ pub async fn run(
             })?
     };
     sender(
-        Sink::new(config.sink, &config.sink_url),
+        Sink::new(config.sink, &config.sink_url, config.sink_token.clone()),
         batch_rx,
         ack_tx,
         metrics,

@@ -157,14 +157,17 @@ pub enum SendError {
 pub struct Sink {
     kind: SinkKind,
     url: String,
+    /// Sent as `Authorization: Bearer …` (a search service beyond loopback wants one).
+    token: Option<String>,
     client: Client<HttpConnector, Full<Bytes>>,
 }
 
 impl Sink {
-    pub fn new(kind: SinkKind, url: &str) -> Sink {
+    pub fn new(kind: SinkKind, url: &str, token: Option<String>) -> Sink {
         Sink {
             kind,
             url: url.trim_end_matches('/').to_owned(),
+            token,
             client: Client::builder(TokioExecutor::new()).build_http(),
         }
     }
@@ -172,8 +175,12 @@ impl Sink {
     /// Send one encoded batch. `Ok(n)`: stored, except `n` lines the server refused one by
     /// one (an Elasticsearch `_bulk` answer can refuse some items and keep the rest).
     pub async fn send(&self, body: Bytes) -> Result<usize, SendError> {
-        let req = http::Request::post(format!("{}{}", self.url, self.kind.path()))
-            .header(http::header::CONTENT_TYPE, self.kind.content_type())
+        let mut req = http::Request::post(format!("{}{}", self.url, self.kind.path()))
+            .header(http::header::CONTENT_TYPE, self.kind.content_type());
+        if let Some(t) = &self.token {
+            req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = req
             .body(Full::new(body))
             .map_err(|e| SendError::Refused(e.to_string()))?;
         let resp = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))

@@ -38,10 +38,12 @@ pub struct Api {
     pub registry: prometheus_client::registry::Registry,
     /// Ends live tails when the service stops.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Bearer tokens checked against the cluster (when listening beyond loopback).
+    pub auth: Option<Arc<crate::auth::Authenticator>>,
 }
 
 pub fn router(api: Arc<Api>) -> Router {
-    Router::new()
+    let protected = Router::new()
         .route("/api/v1/ingest", post(ingest))
         .route("/api/v1/search", get(search))
         .route("/api/v1/histogram", get(histogram))
@@ -49,13 +51,43 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/labels/{name}/values", get(label_values))
         .route("/api/v1/context", get(context))
         .route("/metrics", get(metrics))
-        .route("/ready", get(|| async { "ready" }))
-        .route("/healthz", get(|| async { "ok" }))
         .merge(crate::loki::router())
         .merge(crate::tail::router())
         .merge(crate::push::router())
+        .route_layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            require_token,
+        ));
+    protected
+        .route("/ready", get(|| async { "ready" }))
+        .route("/healthz", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(api)
+}
+
+/// With authentication on, every route but the health checks needs a token the cluster
+/// accepts.
+async fn require_token(
+    State(api): State<Arc<Api>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(auth) = &api.auth {
+        let header = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if let Err(crate::auth::Denied(status, message)) = auth.check(header).await {
+            api.pipeline.metrics.reject("unauthorized");
+            let mut r = ApiError(status, message).into_response();
+            if status == StatusCode::UNAUTHORIZED {
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            return r;
+        }
+    }
+    next.run(request).await
 }
 
 /// An error answer: `{"error": message}` with a status.

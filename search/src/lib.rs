@@ -2,6 +2,7 @@
 //! in batches (native NDJSON, later the Loki push API), are made durable in a write-ahead log,
 //! indexed with tantivy into one index per UTC day, and are searchable about a second later.
 
+pub mod auth;
 pub mod counts;
 pub mod dedup;
 pub mod http;
@@ -45,6 +46,9 @@ pub struct Config {
     pub max_line_bytes: usize,
     pub writer_threads: usize,
     pub writer_memory_bytes: usize,
+    /// Check bearer tokens against this kubeconfig's cluster; required to listen beyond
+    /// loopback.
+    pub auth_kubeconfig: Option<PathBuf>,
 }
 
 impl Config {
@@ -58,6 +62,7 @@ impl Config {
             max_line_bytes: 1024 * 1024,
             writer_threads: 1,
             writer_memory_bytes: 64 * 1024 * 1024,
+            auth_kubeconfig: None,
         }
     }
 }
@@ -84,6 +89,14 @@ pub async fn start(
     mut registry: prometheus_client::registry::Registry,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Server> {
+    let auth = match &config.auth_kubeconfig {
+        Some(path) => Some(Arc::new(auth::Authenticator::from_kubeconfig(path).await?)),
+        None if !config.bind.ip().is_loopback() => anyhow::bail!(
+            "listening on {} (beyond loopback) needs a cluster to check bearer tokens with (--auth-kubeconfig)",
+            config.bind
+        ),
+        None => None,
+    };
     let metrics = Metrics::default();
     metrics.register(&mut registry);
     let data_dir = config.data_dir.clone();
@@ -111,6 +124,7 @@ pub async fn start(
         pipeline: pipeline.clone(),
         registry,
         shutdown: shutdown.clone(),
+        auth,
     });
     let app = http::router(api);
     let retention = tokio::spawn(

@@ -37,6 +37,10 @@ pub(crate) struct LogCollectorArgs {
     /// The server lines are shipped to.
     #[arg(long, default_value = "http://127.0.0.1:9428")]
     sink_url: String,
+    /// A file holding a bearer token for the sink (a search service beyond loopback checks
+    /// it with the cluster).
+    #[arg(long)]
+    sink_token_file: Option<PathBuf>,
     /// Join lines matching this regular expression into the record before them, e.g.
     /// `^\s+at |^\s+\.\.\. \d+ more|^Caused by:` for Java stack traces.
     #[arg(long)]
@@ -93,6 +97,15 @@ pub(crate) async fn run(args: LogCollectorArgs) -> anyhow::Result<()> {
         args.sink_url,
     );
     config.sink = args.sink;
+    config.sink_token = match &args.sink_token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => None,
+    };
     config.component_dir = args.component_logs_dir;
     config.multiline = args.multiline_continue_pattern.map(|continue_pattern| {
         skiff_log_collector::parse::Multiline {

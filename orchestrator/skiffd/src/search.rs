@@ -34,6 +34,10 @@ pub(crate) struct SearchArgs {
     /// Indexing memory budget in MiB (at least 15 per thread).
     #[arg(long, default_value_t = 64)]
     writer_memory_mb: usize,
+    /// Require bearer tokens, checked with this kubeconfig's API server (its server and CA;
+    /// not its user). Needed to listen beyond loopback.
+    #[arg(long)]
+    auth_kubeconfig: Option<PathBuf>,
 }
 
 impl SearchArgs {
@@ -45,6 +49,7 @@ impl SearchArgs {
         c.max_line_bytes = self.max_line_bytes;
         c.writer_threads = self.writer_threads;
         c.writer_memory_bytes = self.writer_memory_mb * 1024 * 1024;
+        c.auth_kubeconfig = self.auth_kubeconfig.clone();
         c
     }
 }

@@ -57,6 +57,7 @@ pub fn service() -> Service {
         pipeline: pipeline.clone(),
         registry,
         shutdown: tokio_util::sync::CancellationToken::new(),
+        auth: None,
     }));
     Service {
         _dir: dir,
