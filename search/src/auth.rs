@@ -16,10 +16,13 @@ use serde_json::{Value, json};
 
 const CACHE_FOR: Duration = Duration::from_secs(60);
 
+/// Per token: when it was checked and the answer.
+type Cache = HashMap<String, (Instant, Result<(), Denied>)>;
+
 pub struct Authenticator {
     /// The cluster's address and trust root, with no credentials.
     cluster: kube::Config,
-    cache: Mutex<HashMap<String, (Instant, Result<(), Denied>)>>,
+    cache: Mutex<Cache>,
 }
 
 /// Why a request is refused: 401 (no or unknown token) or 403 (not allowed).
