@@ -257,8 +257,80 @@ fn pod_lines_are_searchable_and_outlive_their_pod() {
     );
     assert!(v["hits"][0]["level"].is_string(), "{v}");
 
+    // kill -9 of the collector: the agent restarts it, it resumes from its checkpoints, and a
+    // pod's lines across the crash are all there, each once.
+    let watched = pods.iter().last().unwrap().clone();
+    let collector = collector_pid(cluster.dir.path()).expect("the collector process");
+    let killed_at = jiff::Timestamp::now();
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &collector.to_string()])
+        .status();
+    wait_for(Duration::from_secs(90), "the collector restarted", || {
+        collector_pid(cluster.dir.path()).filter(|p| *p != collector)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log()));
+    let numbers = wait_for(Duration::from_secs(60), "lines after the restart", || {
+        let v = search(
+            &addr,
+            &format!("pod={watched}&query=tick&since=10m&limit=10000&order=asc"),
+        );
+        let hits = v["hits"].as_array()?;
+        let after = hits.iter().any(|h| {
+            h["time"]
+                .as_str()
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .is_some_and(|t| t > killed_at + jiff::SignedDuration::from_secs(3))
+        });
+        after.then(|| {
+            hits.iter()
+                .filter_map(|h| {
+                    h["message"]
+                        .as_str()?
+                        .split(' ')
+                        .nth(1)?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .collect::<Vec<u64>>()
+        })
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log()));
+    let first = numbers[0];
+    let expected: Vec<u64> = (first..first + numbers.len() as u64).collect();
+    assert_eq!(
+        numbers, expected,
+        "each line of {watched} once and none missing across the collector's kill -9"
+    );
+
     // The search service's own metrics count what arrived.
     let r = http(&addr, "GET", "/metrics", None, b"").unwrap();
     let text = String::from_utf8_lossy(&r.body);
     assert!(text.contains("skiff_search_ingested_lines_total"), "{text}");
+}
+
+/// The log collector's process among this cluster's pods (process runtime: its working
+/// directory is inside the cluster's data directory).
+fn collector_pid(cluster_dir: &std::path::Path) -> Option<u32> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.get(1).map(String::as_str) != Some("log-collector") {
+            continue;
+        }
+        let Ok(cwd) = std::fs::read_link(format!("/proc/{pid}/cwd")) else {
+            continue;
+        };
+        if cwd.starts_with(cluster_dir) {
+            return Some(pid);
+        }
+    }
+    None
 }
