@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 
 use tantivy::schema::{
-    DateOptions, DateTimePrecision, FAST, Field, INDEXED, JsonObjectOptions, STORED, STRING,
-    Schema, TEXT, TextFieldIndexing, TextOptions, Value,
+    DateOptions, DateTimePrecision, FAST, Field, INDEXED, IndexRecordOption, JsonObjectOptions,
+    STORED, STRING, Schema, TEXT, TextFieldIndexing, TextOptions, Value,
 };
 use tantivy::store::{Compressor, ZstdCompressor};
 use tantivy::{DateTime, IndexSettings, TantivyDocument};
@@ -73,8 +73,17 @@ impl Fields {
                 .set_indexing_options(TextFieldIndexing::default().set_tokenizer("raw"))
                 .set_fast("raw"),
         );
-        // Fields parsed out of JSON and logfmt lines: words, like the message.
-        let fields = b.add_json_field("fields", JsonObjectOptions::from(TEXT | STORED));
+        // Fields parsed out of JSON and logfmt lines: words, like the message, without
+        // positions; not stored, since the message they come from is (they are parsed again
+        // for the lines a query returns).
+        let fields = b.add_json_field(
+            "fields",
+            JsonObjectOptions::default().set_indexing_options(
+                TextFieldIndexing::default()
+                    .set_tokenizer("default")
+                    .set_index_option(IndexRecordOption::Basic),
+            ),
+        );
         let container_id = b.add_text_field("container_id", TextOptions::from(STORED));
         Fields {
             schema: b.build(),
@@ -146,13 +155,15 @@ impl Fields {
                 }
             }
         }
-        if let Some(v) = doc.get_first(self.fields) {
-            let json = serde_json::to_value(tantivy::schema::OwnedValue::from(v))
-                .unwrap_or(serde_json::Value::Null);
-            if json.is_object() {
-                record.fields = Some(json);
-            }
-        }
+        // Indexes written before fields stopped being stored still have them.
+        record.fields = match doc.get_first(self.fields) {
+            Some(v) => Some(
+                serde_json::to_value(tantivy::schema::OwnedValue::from(v))
+                    .unwrap_or(serde_json::Value::Null),
+            )
+            .filter(serde_json::Value::is_object),
+            None => crate::record::parse_fields(&record.message),
+        };
         let seq = doc
             .get_first(self.seq)
             .and_then(|v| v.as_u64())

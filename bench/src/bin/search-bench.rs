@@ -7,6 +7,10 @@
 //! ```
 //!
 //! The input is gen_logs.py's Docker envelope plus metadata; each line becomes one record.
+//!
+//! Two peers run on the same data in the same process: bare tantivy bulk indexing (the
+//! reference's fixed schema, no write-ahead log, no HTTP, one commit at the end) and grep over
+//! zstd-compressed `ts + message` text (Loki's model: no content index, chunks scanned).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,6 +38,88 @@ struct Args {
     /// Queries of each kind.
     #[arg(long, default_value_t = 50)]
     queries: usize,
+    /// Skip the bare tantivy and grep peers.
+    #[arg(long)]
+    no_peers: bool,
+}
+
+/// Bare tantivy: the reference peer's schema, one writer thread with the service's budget,
+/// documents added straight from the records and one commit. Returns docs/s and index bytes.
+fn tantivy_peer(records: &[Value]) -> anyhow::Result<(f64, u64)> {
+    use tantivy::schema::{FAST, STORED, STRING, Schema, TEXT};
+    let dir = tempfile::tempdir()?;
+    let mut b = Schema::builder();
+    let ts = b.add_date_field(
+        "ts",
+        tantivy::schema::DateOptions::from(STORED)
+            .set_fast()
+            .set_precision(tantivy::schema::DateTimePrecision::Nanoseconds),
+    );
+    let labels: Vec<_> = ["namespace", "pod", "container", "node", "app", "stream"]
+        .iter()
+        .map(|n| (*n, b.add_text_field(n, STRING | FAST | STORED)))
+        .collect();
+    let message = b.add_text_field("message", TEXT | STORED);
+    let index = tantivy::Index::create_in_dir(dir.path(), b.build())?;
+    let mut writer: tantivy::IndexWriter = index.writer_with_num_threads(1, 64 * 1024 * 1024)?;
+    let started = Instant::now();
+    for r in records {
+        let mut doc = tantivy::TantivyDocument::new();
+        let ns = r["ts"]
+            .as_str()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .map(|t| t.as_nanosecond() as i64)
+            .unwrap_or(0);
+        doc.add_date(ts, tantivy::DateTime::from_timestamp_nanos(ns));
+        for (name, field) in &labels {
+            let v = if *name == "app" {
+                &r["labels"]["app"]
+            } else {
+                &r[*name]
+            };
+            if let Some(v) = v.as_str() {
+                doc.add_text(*field, v);
+            }
+        }
+        doc.add_text(message, r["message"].as_str().unwrap_or(""));
+        writer.add_document(doc)?;
+    }
+    writer.commit()?;
+    let secs = started.elapsed().as_secs_f64();
+    drop(writer);
+    Ok((records.len() as f64 / secs, dir_size(dir.path())))
+}
+
+/// Grep over zstd chunks (1 MiB of `ts message` lines each, level 3): compression ratio and
+/// the time to decompress everything and count lines containing `needle`.
+fn grep_peer(records: &[Value], needle: &str) -> anyhow::Result<(u64, u64, f64, usize)> {
+    let mut raw = 0u64;
+    let mut chunks = Vec::new();
+    let mut chunk = Vec::with_capacity(1 << 20);
+    for r in records {
+        chunk.extend_from_slice(r["ts"].as_str().unwrap_or("").as_bytes());
+        chunk.push(b' ');
+        chunk.extend_from_slice(r["message"].as_str().unwrap_or("").as_bytes());
+        chunk.push(b'\n');
+        if chunk.len() >= 1 << 20 {
+            raw += chunk.len() as u64;
+            chunks.push(zstd::encode_all(chunk.as_slice(), 3)?);
+            chunk.clear();
+        }
+    }
+    raw += chunk.len() as u64;
+    chunks.push(zstd::encode_all(chunk.as_slice(), 3)?);
+    let compressed: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+    let started = Instant::now();
+    let mut hits = 0;
+    for c in &chunks {
+        let text = zstd::decode_all(c.as_slice())?;
+        hits += text
+            .split(|b| *b == b'\n')
+            .filter(|l| l.windows(needle.len()).any(|w| w == needle.as_bytes()))
+            .count();
+    }
+    Ok((raw, compressed, started.elapsed().as_secs_f64(), hits))
 }
 
 fn rss_mb() -> f64 {
@@ -89,12 +175,16 @@ async fn main() -> anyhow::Result<()> {
     let lines: Vec<&str> = text.lines().collect();
     let mut bodies = Vec::new();
     let mut message_bytes = 0u64;
-    for chunk in lines.chunks(args.batch) {
+    let mut records = Vec::with_capacity(lines.len());
+    for l in &lines {
+        let r = record(l).context("an input line is not gen_logs.py output")?;
+        message_bytes += r["message"].as_str().map(str::len).unwrap_or(0) as u64;
+        records.push(r);
+    }
+    for chunk in records.chunks(args.batch) {
         let mut body = Vec::new();
-        for l in chunk {
-            let r = record(l).context("an input line is not gen_logs.py output")?;
-            message_bytes += r["message"].as_str().map(str::len).unwrap_or(0) as u64;
-            serde_json::to_writer(&mut body, &r)?;
+        for r in chunk {
+            serde_json::to_writer(&mut body, r)?;
             body.push(b'\n');
         }
         bodies.push(Bytes::from(body));
@@ -102,6 +192,24 @@ async fn main() -> anyhow::Result<()> {
     let n = lines.len() as u64;
     drop(lines);
     drop(text);
+    if !args.no_peers {
+        let (rate, size) = tantivy_peer(&records)?;
+        println!(
+            "peer, bare tantivy (1 thread, 64 MB, one commit): {rate:.0} docs/s, index {:.1} MB = {:.2} of the envelope",
+            size as f64 / 1e6,
+            size as f64 / envelope_bytes as f64
+        );
+        let (raw, compressed, secs, hits) = grep_peer(&records, "timeout")?;
+        println!(
+            "peer, grep over zstd-3 chunks: {:.1} MB of text → {:.1} MB ({:.2} of the envelope); decompress + count \"timeout\" over all: {:.0} ms ({hits} lines, {:.0} MB/s of text)",
+            raw as f64 / 1e6,
+            compressed as f64 / 1e6,
+            compressed as f64 / envelope_bytes as f64,
+            secs * 1000.0,
+            raw as f64 / 1e6 / secs
+        );
+    }
+    drop(records);
 
     let dir = tempfile::tempdir()?;
     let config = skiff_search::Config::new(dir.path().to_owned(), "127.0.0.1:0".parse()?);
@@ -201,6 +309,26 @@ async fn main() -> anyhow::Result<()> {
         (
             "label values (pod)",
             format!("/api/v1/labels/pod/values?{range}"),
+        ),
+        (
+            "Loki label values (pod)",
+            format!("/loki/api/v1/label/pod/values?{range}"),
+        ),
+        (
+            "LogQL newest 100 {namespace=\"team-alpha\"} |= \"timeout\"",
+            format!(
+                "/loki/api/v1/query_range?{range}&limit=100&query=%7Bnamespace%3D%22team-alpha%22%7D%20%7C%3D%20%22timeout%22"
+            ),
+        ),
+        (
+            "LogQL sum by (level) (count_over_time({namespace=~\".+\"}[1m])), whole range",
+            format!(
+                "/loki/api/v1/query_range?{range}&step=60&query=sum%20by%20(level)%20(count_over_time(%7Bnamespace%3D~%22.%2B%22%7D%5B1m%5D))"
+            ),
+        ),
+        (
+            "LogQL sum(count_over_time({namespace=\"team-alpha\"} |= \"timeout\" [1h])), instant",
+            "/loki/api/v1/query?time=2026-11-28T00:00:00Z&query=sum(count_over_time(%7Bnamespace%3D%22team-alpha%22%7D%20%7C%3D%20%22timeout%22%5B72h%5D))".to_owned(),
         ),
     ];
     for (name, path) in queries {
