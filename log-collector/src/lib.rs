@@ -14,12 +14,13 @@ pub mod pods;
 pub mod sink;
 pub mod tail;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -27,7 +28,8 @@ use crate::checkpoint::Checkpoint;
 use crate::checkpoint::Checkpoints;
 use crate::metrics::Metrics;
 use crate::pods::PodCache;
-use crate::sink::{SendError, Sink, SinkKind};
+use crate::pods::PodInfo;
+use crate::sink::{Record, SendError, Sink, SinkKind};
 use crate::tail::{TailedLine, Tailer};
 
 #[derive(Debug, Clone)]
@@ -259,37 +261,48 @@ fn encode(
     pods: &PodCache,
     marks: Vec<Checkpoint>,
 ) -> Batch {
-    let mut records = Vec::with_capacity(lines.len());
     let now = jiff::Timestamp::now().as_nanosecond() as i64;
-    let mut bytes = 0;
+    // One cache lookup per pod, not per line.
+    let mut infos: HashMap<&str, Option<Arc<PodInfo>>> = HashMap::new();
     for l in lines {
-        bytes += l.line.message.len();
-        let mut record = json!({
-            "ts": l.line.ts.unwrap_or(now),
-            "message": l.line.message,
-            "stream": l.line.stream.as_str(),
-            "node": node,
-            "source": l.source,
-            "offset": l.line.end,
-        });
-        if let Some(component) = &l.meta.component {
-            record["component"] = json!(component);
-            records.push(record);
-            continue;
+        if l.meta.component.is_none() {
+            infos
+                .entry(l.meta.pod_uid.as_str())
+                .or_insert_with(|| pods.get(&l.meta.pod_uid));
         }
-        record["namespace"] = json!(l.meta.namespace);
-        record["pod"] = json!(l.meta.pod);
-        record["pod_uid"] = json!(l.meta.pod_uid);
-        record["container"] = json!(l.meta.container);
-        if let Some(pod) = pods.get(&l.meta.pod_uid) {
-            record["labels"] = json!(pod.labels);
-            if let (Some(kind), Some(name)) = (&pod.owner_kind, &pod.owner_name) {
-                record["owner_kind"] = json!(kind);
-                record["owner_name"] = json!(name);
-            }
-        }
-        records.push(record);
     }
+    let mut bytes = 0;
+    let records: Vec<Record<'_>> = lines
+        .iter()
+        .map(|l| {
+            bytes += l.line.message.len();
+            let mut r = Record {
+                ts: l.line.ts.unwrap_or(now),
+                message: &l.line.message,
+                stream: l.line.stream.as_str(),
+                node,
+                source: &l.source,
+                offset: l.line.end,
+                ..Record::default()
+            };
+            if let Some(component) = &l.meta.component {
+                r.component = Some(component);
+                return r;
+            }
+            r.namespace = Some(&l.meta.namespace);
+            r.pod = Some(&l.meta.pod);
+            r.pod_uid = Some(&l.meta.pod_uid);
+            r.container = Some(&l.meta.container);
+            if let Some(Some(pod)) = infos.get(l.meta.pod_uid.as_str()) {
+                r.labels = Some(&pod.labels);
+                if let (Some(kind), Some(name)) = (&pod.owner_kind, &pod.owner_name) {
+                    r.owner_kind = Some(kind);
+                    r.owner_name = Some(name);
+                }
+            }
+            r
+        })
+        .collect();
     Batch {
         body: sink.encode(&records),
         lines: lines.len(),

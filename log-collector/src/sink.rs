@@ -18,7 +18,36 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
 use serde_json::{Value, json};
+
+/// One line as skiff-search takes it (the one record format; the other sinks re-shape it).
+#[derive(Debug, Default, Serialize)]
+pub struct Record<'a> {
+    pub ts: i64,
+    pub message: &'a str,
+    pub stream: &'a str,
+    pub node: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub component: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<&'a BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner_kind: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner_name: Option<&'a str>,
+    /// The idempotency key: the file's identity and the line's end offset.
+    pub source: &'a str,
+    pub offset: u64,
+}
 
 /// Which server speaks at the sink URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,36 +89,40 @@ impl SinkKind {
     }
 
     /// The request body for `records`.
-    pub fn encode(self, records: &[Value]) -> Bytes {
-        let mut body = Vec::with_capacity(
-            records
-                .iter()
-                .map(|r| r["message"].as_str().map_or(0, str::len) + 256)
-                .sum(),
-        );
+    pub fn encode(self, records: &[Record<'_>]) -> Bytes {
+        let mut body = Vec::with_capacity(records.iter().map(|r| r.message.len() + 256).sum());
         match self {
             SinkKind::Search => {
                 for r in records {
-                    serde_json::to_writer(&mut body, r).expect("a JSON value serializes");
+                    serde_json::to_writer(&mut body, r).expect("a record serializes");
                     body.push(b'\n');
                 }
             }
             SinkKind::Loki => {
-                let mut streams: BTreeMap<BTreeMap<&str, &str>, Vec<Value>> = BTreeMap::new();
+                let mut streams: BTreeMap<BTreeMap<&str, &str>, Vec<(String, &str)>> =
+                    BTreeMap::new();
                 for r in records {
                     let mut labels = BTreeMap::new();
-                    for name in ["namespace", "pod", "container", "node", "stream"] {
-                        if let Some(v) = r[name].as_str() {
+                    for (name, value) in [
+                        ("namespace", r.namespace),
+                        ("pod", r.pod),
+                        ("container", r.container),
+                        ("component", r.component),
+                        ("node", Some(r.node)),
+                        ("stream", Some(r.stream)),
+                        (
+                            "app",
+                            r.labels.and_then(|l| l.get("app")).map(String::as_str),
+                        ),
+                    ] {
+                        if let Some(v) = value {
                             labels.insert(name, v);
                         }
                     }
-                    if let Some(app) = r["labels"]["app"].as_str() {
-                        labels.insert("app", app);
-                    }
-                    streams.entry(labels).or_default().push(json!([
-                        r["ts"].as_i64().unwrap_or(0).to_string(),
-                        r["message"]
-                    ]));
+                    streams
+                        .entry(labels)
+                        .or_default()
+                        .push((r.ts.to_string(), r.message));
                 }
                 let streams: Vec<Value> = streams
                     .into_iter()
@@ -100,39 +133,36 @@ impl SinkKind {
             }
             SinkKind::Elasticsearch => {
                 for r in records {
-                    let ts = r["ts"].as_i64().unwrap_or(0);
-                    let time = jiff::Timestamp::from_nanosecond(i128::from(ts))
+                    let time = jiff::Timestamp::from_nanosecond(i128::from(r.ts))
                         .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
                     let index = format!("logstash-{}", time.strftime("%Y.%m.%d"));
-                    let mut action = json!({"_index": index});
-                    if let (Some(source), Some(offset)) =
-                        (r["source"].as_str(), r["offset"].as_u64())
-                    {
-                        action["_id"] = json!(format!("{source}:{offset}"));
-                    }
+                    let action = json!({"create": {
+                        "_index": index,
+                        "_id": format!("{}:{}", r.source, r.offset),
+                    }});
                     let mut kubernetes = json!({
-                        "namespace_name": r["namespace"],
-                        "pod_name": r["pod"],
-                        "container_name": r["container"],
-                        "host": r["node"],
-                        "pod_id": r["pod_uid"],
+                        "namespace_name": r.namespace,
+                        "pod_name": r.pod,
+                        "container_name": r.container,
+                        "host": r.node,
+                        "pod_id": r.pod_uid,
                     });
-                    if r["labels"].is_object() {
-                        kubernetes["labels"] = r["labels"].clone();
+                    if let Some(labels) = r.labels {
+                        kubernetes["labels"] = json!(labels);
                     }
-                    if let (Some(kind), Some(name)) =
-                        (r["owner_kind"].as_str(), r["owner_name"].as_str())
-                    {
+                    if let (Some(kind), Some(name)) = (r.owner_kind, r.owner_name) {
                         kubernetes["owner"] = json!({"kind": kind, "name": name});
                     }
-                    let doc = json!({
+                    let mut doc = json!({
                         "@timestamp": time.to_string(),
-                        "log": r["message"],
-                        "stream": r["stream"],
+                        "log": r.message,
+                        "stream": r.stream,
                         "kubernetes": kubernetes,
                     });
-                    serde_json::to_writer(&mut body, &json!({ "create": action }))
-                        .expect("a JSON value serializes");
+                    if let Some(c) = r.component {
+                        doc["component"] = json!(c);
+                    }
+                    serde_json::to_writer(&mut body, &action).expect("a JSON value serializes");
                     body.push(b'\n');
                     serde_json::to_writer(&mut body, &doc).expect("a JSON value serializes");
                     body.push(b'\n');

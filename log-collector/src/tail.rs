@@ -14,6 +14,7 @@ use std::hash::{Hash, Hasher};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::checkpoint::{Checkpoint, Checkpoints, FileId};
@@ -21,6 +22,9 @@ use crate::parse::{self, Assembler, Line, Multiline};
 
 /// Bytes read from one file per round, so one busy file does not starve the others.
 const READ_CHUNK: usize = 256 * 1024;
+/// Most bytes read from all files in one round: what is read waits in memory for its batch, so
+/// this bounds the collector's memory with many busy files.
+const ROUND_BYTES: usize = 2 * 1024 * 1024;
 /// A record longer than this without a newline is cut (a runaway writer must not exhaust memory).
 const MAX_RECORD: usize = 2 * 1024 * 1024;
 
@@ -76,15 +80,15 @@ fn is_log_file(name: &str) -> bool {
 pub struct TailedLine {
     pub id: FileId,
     pub line: Line,
-    pub meta: FileMeta,
+    pub meta: Arc<FileMeta>,
     /// The idempotency source: node, identity, fingerprint, generation.
-    pub source: String,
+    pub source: Arc<str>,
 }
 
 struct Tail {
     id: FileId,
     path: PathBuf,
-    meta: FileMeta,
+    meta: Arc<FileMeta>,
     file: File,
     /// Bytes consumed (through the last complete record).
     offset: u64,
@@ -187,6 +191,10 @@ pub struct Tailer {
     pub multiline: Option<Multiline>,
     /// Skiff's component logs (`/var/log/skiff`), followed too.
     pub component_dir: Option<PathBuf>,
+    /// Where the next round starts reading (round-robin over the files).
+    next_first: usize,
+    /// The read buffer, reused.
+    buf: Vec<u8>,
 }
 
 /// What one round of reading produced.
@@ -206,6 +214,8 @@ impl Tailer {
             detached_grace: Duration::from_secs(5),
             multiline: None,
             component_dir: None,
+            next_first: 0,
+            buf: Vec::new(),
         }
     }
 
@@ -336,7 +346,7 @@ impl Tailer {
                 Tail {
                     id: *id,
                     path: path.clone(),
-                    meta,
+                    meta: Arc::new(meta),
                     file,
                     offset,
                     fingerprint: fp,
@@ -357,19 +367,34 @@ impl Tailer {
         Ok(())
     }
 
-    /// Read what is new from every file (a bounded chunk each), returning complete lines.
+    /// Read what is new from the files (a bounded chunk each, at most [`ROUND_BYTES`] in all,
+    /// starting one file further each round so every file gets its turn), returning complete
+    /// lines.
     pub fn read(&mut self) -> std::io::Result<Round> {
         let mut round = Round::default();
         let mut closed = Vec::new();
-        for tail in self.tails.values_mut() {
-            let n = read_tail(tail, &self.node, &mut round)?;
+        let mut ids: Vec<FileId> = self.tails.keys().copied().collect();
+        ids.sort_unstable_by_key(|id| (id.dev, id.ino));
+        if !ids.is_empty() {
+            let start = self.next_first % ids.len();
+            ids.rotate_left(start);
+            self.next_first = self.next_first.wrapping_add(1);
+        }
+        for id in ids {
+            if round.bytes_read >= ROUND_BYTES as u64 {
+                break;
+            }
+            let Some(tail) = self.tails.get_mut(&id) else {
+                continue;
+            };
+            let n = read_tail(tail, &self.node, &mut self.buf, &mut round)?;
             // Multi-line records nothing followed for a while are complete.
             for line in tail.assembler.expired() {
                 round.lines.push(TailedLine {
                     id: tail.id,
                     line,
                     meta: tail.meta.clone(),
-                    source: tail.source(&self.node),
+                    source: tail.source(&self.node).into(),
                 });
             }
             if n > 0 {
@@ -380,7 +405,8 @@ impl Tailer {
                     // Read to the end, nothing more will come: ship what is left.
                     if !tail.partial.is_empty() {
                         let rest = std::mem::take(&mut tail.partial);
-                        emit(tail, &self.node, &rest, tail.offset, &mut round);
+                        let source: Arc<str> = tail.source(&self.node).into();
+                        emit(tail, &source, &rest, tail.offset, &mut round);
                         tail.offset += rest.len() as u64;
                     }
                     for line in tail.assembler.flush() {
@@ -388,7 +414,7 @@ impl Tailer {
                             id: tail.id,
                             line,
                             meta: tail.meta.clone(),
-                            source: tail.source(&self.node),
+                            source: tail.source(&self.node).into(),
                         });
                     }
                     closed.push(tail.id);
@@ -430,8 +456,13 @@ fn read_dir(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-/// Read one chunk of `tail`; returns the bytes read.
-fn read_tail(tail: &mut Tail, node: &str, round: &mut Round) -> std::io::Result<usize> {
+/// Read one chunk of `tail` (through `buf`, reused); returns the bytes read.
+fn read_tail(
+    tail: &mut Tail,
+    node: &str,
+    buf: &mut Vec<u8>,
+    round: &mut Round,
+) -> std::io::Result<usize> {
     if tail.fingerprint.is_none() {
         tail.fingerprint = fingerprint(&mut tail.file)?;
         if tail.fingerprint.is_none() {
@@ -441,11 +472,12 @@ fn read_tail(tail: &mut Tail, node: &str, round: &mut Round) -> std::io::Result<
     }
     let start = tail.offset + tail.partial.len() as u64;
     tail.file.seek(SeekFrom::Start(start))?;
-    let mut buf = vec![0u8; READ_CHUNK];
-    let n = tail.file.read(&mut buf)?;
+    buf.resize(READ_CHUNK, 0);
+    let n = tail.file.read(buf)?;
     if n == 0 {
         return Ok(0);
     }
+    let source: Arc<str> = tail.source(node).into();
     round.bytes_read += n as u64;
     let mut data = std::mem::take(&mut tail.partial);
     data.extend_from_slice(&buf[..n]);
@@ -453,13 +485,13 @@ fn read_tail(tail: &mut Tail, node: &str, round: &mut Round) -> std::io::Result<
     while let Some(nl) = data[consumed..].iter().position(|b| *b == b'\n') {
         let record_start = tail.offset + consumed as u64;
         let record = &data[consumed..consumed + nl];
-        emit(tail, node, record, record_start, round);
+        emit(tail, &source, record, record_start, round);
         consumed += nl + 1;
     }
     if data.len() - consumed > MAX_RECORD {
         let record_start = tail.offset + consumed as u64;
         let rest = data[consumed..].to_vec();
-        emit(tail, node, &rest, record_start, round);
+        emit(tail, &source, &rest, record_start, round);
         consumed = data.len();
     }
     tail.offset += consumed as u64;
@@ -467,7 +499,7 @@ fn read_tail(tail: &mut Tail, node: &str, round: &mut Round) -> std::io::Result<
     Ok(n)
 }
 
-fn emit(tail: &mut Tail, node: &str, record: &[u8], offset: u64, round: &mut Round) {
+fn emit(tail: &mut Tail, source: &Arc<str>, record: &[u8], offset: u64, round: &mut Round) {
     let end = offset + record.len() as u64 + 1;
     let piece = parse::parse(record);
     for line in tail.assembler.push(piece, offset, end) {
@@ -475,7 +507,7 @@ fn emit(tail: &mut Tail, node: &str, record: &[u8], offset: u64, round: &mut Rou
             id: tail.id,
             line,
             meta: tail.meta.clone(),
-            source: tail.source(node),
+            source: source.clone(),
         });
     }
 }

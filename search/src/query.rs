@@ -2,6 +2,7 @@
 //! newest (or oldest) N lines in a stable order, cursor pages, highlighting, and context.
 
 use std::ops::Bound;
+use std::sync::Arc;
 
 use tantivy::collector::{Count, TopDocs};
 use tantivy::query::{
@@ -59,6 +60,85 @@ pub enum Word {
     Suffix(String),
     /// Anywhere inside a word.
     Infix(String),
+    /// Any of these whole words (a partial word resolved against the term dictionaries).
+    AnyOf(Vec<String>),
+}
+
+/// Whether a term (first) contains a partial word (second) the way the word needs.
+type WordTest = fn(&[u8], &[u8]) -> bool;
+
+/// Most words a partial word may resolve to before it is left to a regular expression.
+const MAX_EXPANSION: usize = 20_000;
+
+/// Resolve partial words into the whole words of the message index that contain them, once,
+/// so a query paged many times does not walk the term dictionaries on every page.
+pub fn expand_words(store: &Store, filters: &Filters) -> Result<Filters, QueryError> {
+    let mut out = filters.clone();
+    let days = store.days_between(filters.start, filters.end);
+    for word in &mut out.words {
+        let (needle, test): (String, WordTest) = match word {
+            Word::Whole(_) | Word::AnyOf(_) => continue,
+            Word::Prefix(w) => (w.clone(), |t, n| t.starts_with(n)),
+            Word::Suffix(w) => (w.clone(), |t, n| t.ends_with(n)),
+            Word::Infix(w) => (w.clone(), |t, n| {
+                t.len() >= n.len() && t.windows(n.len()).any(|x| x == n)
+            }),
+        };
+        let kind = match word {
+            Word::Prefix(_) => "prefix",
+            Word::Suffix(_) => "suffix",
+            _ => "infix",
+        };
+        let key = format!("{kind}:{needle}");
+        let mut terms = std::collections::BTreeSet::new();
+        let mut too_many = false;
+        'days: for day in &days {
+            let searcher = day.searcher();
+            for segment in searcher.segment_readers() {
+                let cache_key = (segment.segment_id(), key.clone());
+                let cached = store
+                    .expansions
+                    .lock()
+                    .expect("expansion cache")
+                    .get(&cache_key)
+                    .cloned();
+                let found = match cached {
+                    Some(found) => found,
+                    None => {
+                        let index = segment.inverted_index(store.fields.message)?;
+                        let mut stream = index
+                            .terms()
+                            .stream()
+                            .map_err(tantivy::TantivyError::from)?;
+                        let mut found = Vec::new();
+                        while stream.advance() && found.len() <= MAX_EXPANSION {
+                            let k = stream.key();
+                            if test(k, needle.as_bytes()) {
+                                found.push(String::from_utf8_lossy(k).into_owned());
+                            }
+                        }
+                        let found = Arc::new(found);
+                        let mut cache = store.expansions.lock().expect("expansion cache");
+                        // Bounded: forget everything now and then rather than track use.
+                        if cache.len() >= 4096 {
+                            cache.clear();
+                        }
+                        cache.insert(cache_key, found.clone());
+                        found
+                    }
+                };
+                terms.extend(found.iter().cloned());
+                if terms.len() > MAX_EXPANSION {
+                    too_many = true;
+                    break 'days;
+                }
+            }
+        }
+        if !too_many {
+            *word = Word::AnyOf(terms.into_iter().collect());
+        }
+    }
+    Ok(out)
 }
 
 /// Longest word the message index keeps (tantivy's default tokenizer drops longer ones).
@@ -174,6 +254,11 @@ pub fn compile(fields: &Fields, filters: &Filters) -> Result<Compiled, QueryErro
             Word::Prefix(w) => word_regex(fields, &format!("{}.*", regex::escape(w)))?,
             Word::Suffix(w) => word_regex(fields, &format!(".*{}", regex::escape(w)))?,
             Word::Infix(w) => word_regex(fields, &format!(".*{}.*", regex::escape(w)))?,
+            Word::AnyOf(words) => Box::new(tantivy::query::TermSetQuery::new(
+                words
+                    .iter()
+                    .map(|w| Term::from_field_text(fields.message, w)),
+            )),
         };
         clauses.push((Occur::Must, q));
     }

@@ -85,11 +85,18 @@ pub struct WriterSettings {
 }
 
 /// Every day's index.
+/// Per segment and partial word (`infix:timeout`), the whole words that contain it.
+pub type Expansions =
+    std::collections::HashMap<(tantivy::index::SegmentId, String), Arc<Vec<String>>>;
+
 pub struct Store {
     root: PathBuf,
     pub fields: Fields,
     writer_settings: WriterSettings,
     days: RwLock<BTreeMap<Day, Arc<DayIndex>>>,
+    /// Partial words resolved per segment (segments never change, so neither do these):
+    /// repeated queries, as dashboards make, walk only the segments that are new since.
+    pub expansions: std::sync::Mutex<Expansions>,
 }
 
 impl Store {
@@ -116,6 +123,7 @@ impl Store {
             fields,
             writer_settings,
             days: RwLock::new(days),
+            expansions: Default::default(),
         })
     }
 

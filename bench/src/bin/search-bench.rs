@@ -333,13 +333,20 @@ async fn main() -> anyhow::Result<()> {
     ];
     for (name, path) in queries {
         let mut times = Vec::new();
+        let mut last = Bytes::new();
         for _ in 0..args.queries {
             let t = Instant::now();
             let req = http::Request::get(format!("{url}{path}")).body(Full::new(Bytes::new()))?;
             let resp = client.request(req).await?;
             anyhow::ensure!(resp.status().is_success(), "{path}: {}", resp.status());
-            let _ = resp.into_body().collect().await?;
+            last = resp.into_body().collect().await?.to_bytes();
             times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        if std::env::var_os("SEARCH_BENCH_SHOW").is_some() {
+            println!(
+                "  {}",
+                String::from_utf8_lossy(&last[..last.len().min(300)])
+            );
         }
         println!(
             "{name}: p50 {:.2} ms, p99 {:.2} ms",

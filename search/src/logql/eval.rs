@@ -90,7 +90,9 @@ pub fn select_logs(
     order: Order,
 ) -> Result<Vec<Entry>, QueryError> {
     let (filters, exact) = plan(expr, start, end);
-    let page = if exact { limit } else { limit.max(1000) };
+    let filters = query::expand_words(store, &filters)?;
+    // Pages grow: a filter that keeps most lines needs one small page, a rare one reads on.
+    let mut page = limit.max(1);
     let mut out = Vec::new();
     let mut after = None;
     let mut scanned = 0;
@@ -122,6 +124,9 @@ pub fn select_logs(
                     line: p.line,
                 });
             }
+        }
+        if !exact {
+            page = (page * 2).min(10_000);
         }
         match result.next {
             Some(next) if scanned < MAX_SCANNED => after = Some(next),
@@ -275,6 +280,7 @@ fn range_agg(
     let first = steps.start - offset - range + 1;
     let last = steps.at(steps.n - 1) - offset + 1;
     let (filters, exact) = plan(log, first, last);
+    let filters = query::expand_words(store, &filters)?;
     let bytes = matches!(op, RangeOp::BytesOverTime | RangeOp::BytesRate);
     let bucket = if steps.n == 1 {
         range
