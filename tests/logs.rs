@@ -1,5 +1,7 @@
-//! The log pipeline of `skiffd up`: the collector DaemonSet runs on the node, and lines written
-//! by a Deployment's pods become searchable with their pod metadata; a deleted pod's lines stay.
+//! The log pipeline of `skiffd up` with two nodes: the collector DaemonSet runs on each, and
+//! lines written by a Deployment's pods become searchable with their pod metadata (native API,
+//! Loki API, `skiff search`), `skiff logs -f` follows every replica including new ones, a
+//! deleted pod's lines stay, and a kill -9 of a collector loses and doubles nothing.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -196,7 +198,36 @@ fn pod_lines_are_searchable_and_outlive_their_pod() {
         out.stdout,
         out.stderr
     );
-    // Following: new lines of both pods keep coming.
+    // A second node joins: the collector DaemonSet lands on it too.
+    let second = format!("{}-b", cluster.node);
+    let _agent = skiff_e2e::Agent::start(
+        &[
+            "--kubeconfig".into(),
+            cluster.kubeconfig.display().to_string(),
+        ],
+        &second,
+    );
+    wait_for(Duration::from_secs(90), "a collector on both nodes", || {
+        let out = cluster.kubectl(&[
+            "get",
+            "ds",
+            "-n",
+            "kube-system",
+            "skiff-log-collector",
+            "-o",
+            "jsonpath={.status.numberReady}",
+        ]);
+        (out.stdout.trim() == "2").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log()));
+    let before: BTreeSet<String> = cluster
+        .kubectl(&["get", "pods", "-l", "app=ticker", "-o", "name"])
+        .stdout
+        .lines()
+        .map(|l| l.trim_start_matches("pod/").to_owned())
+        .collect();
+
+    // Following: lines of every replica, and of replicas that start after the tail did.
     let mut child = std::process::Command::new(skiff_e2e::bin_dir().join("skiff"))
         .env("KUBECONFIG", &cluster.kubeconfig)
         .args(["logs", "-f", "-l", "app=ticker", "--tail", "0"])
@@ -217,9 +248,14 @@ fn pod_lines_are_searchable_and_outlive_their_pod() {
             }
         }
     });
+    std::thread::sleep(Duration::from_secs(2));
+    cluster
+        .kubectl(&["scale", "deploy/ticker", "--replicas=4"])
+        .expect_ok("scaled");
     let mut followed = BTreeSet::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while followed.len() < 2 && std::time::Instant::now() < deadline {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let done = |f: &BTreeSet<String>| before.iter().all(|p| f.contains(p)) && f.len() >= 4;
+    while !done(&followed) && std::time::Instant::now() < deadline {
         if let Ok(line) = rx.recv_timeout(Duration::from_secs(1))
             && let Some(pod) = line.split(' ').next()
         {
@@ -228,7 +264,23 @@ fn pod_lines_are_searchable_and_outlive_their_pod() {
     }
     let _ = child.kill();
     let _ = child.wait();
-    assert_eq!(followed.len(), 2, "followed lines of {followed:?}");
+    assert!(
+        done(&followed),
+        "followed lines of {followed:?}; replicas at the start were {before:?}"
+    );
+    // Lines written on the second node are searchable too.
+    wait_for(
+        Duration::from_secs(30),
+        "lines from the second node",
+        || {
+            let v = search(
+                &addr,
+                &format!("node={second}&query=tick&since=10m&limit=1"),
+            );
+            (v["total"].as_u64()? > 0).then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log()));
 
     // Skiff's own component logs arrive through the same collector, labelled.
     let components: BTreeSet<String> = wait_for(Duration::from_secs(30), "component logs", || {

@@ -88,7 +88,20 @@ pub(crate) async fn run(args: JoinArgs) -> anyhow::Result<()> {
     // A node that joined before reuses its credentials; the same command line works on restart.
     let joined = root.join("kubeconfig");
     let kubeconfig = match (&args.kubeconfig, &args.server, &args.token) {
-        (Some(k), _, _) => k.clone(),
+        (Some(k), _, _) => {
+            // The node's pods that act for it (the log collector DaemonSet) mount the node's
+            // credentials from <root>/kubeconfig (hostPath /var/lib/skiff/kubeconfig).
+            if k != &joined {
+                std::fs::create_dir_all(&root)?;
+                std::fs::copy(k, &joined)
+                    .with_context(|| format!("copying {} to {}", k.display(), joined.display()))?;
+                std::fs::set_permissions(
+                    &joined,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                )?;
+            }
+            k.clone()
+        }
         (None, _, _) if bootstrap::kubeconfig_still_valid(&joined) => joined,
         (None, Some(server), Some(token)) => {
             let request = JoinRequest {
