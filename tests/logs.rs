@@ -40,7 +40,14 @@ fn search(addr: &str, query: &str) -> Value {
 
 #[test]
 fn pod_lines_are_searchable_and_outlive_their_pod() {
-    let cluster = Cluster::start_with(&["--search-port", "0"]).expect("skiffd starts");
+    // A fixed port, as in real use (9428): a restarted skiffd serves search where the
+    // collectors already send.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port()
+        .to_string();
+    let mut cluster = Cluster::start_with(&["--search-port", &port]).expect("skiffd starts");
     let addr = cluster
         .search_addr
         .clone()
@@ -321,17 +328,53 @@ fn pod_lines_are_searchable_and_outlive_their_pod() {
         collector_pid(cluster.dir.path()).filter(|p| *p != collector)
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log()));
-    let numbers = wait_for(Duration::from_secs(60), "lines after the restart", || {
+    expect_every_tick_once(
+        &cluster,
+        &addr,
+        &watched,
+        killed_at,
+        "the collector's kill -9",
+    );
+
+    // The search service's own metrics count what arrived.
+    let r = http(&addr, "GET", "/metrics", None, b"").unwrap();
+    let text = String::from_utf8_lossy(&r.body);
+    assert!(text.contains("skiff_search_ingested_lines_total"), "{text}");
+
+    // A restart of skiffd itself (API server, agent, search service) while the pods write: the
+    // containers and the collector carry on, the collector retries until the search service is
+    // back on its port, and nothing is lost or doubled.
+    let restarted_at = jiff::Timestamp::now();
+    cluster.restart().expect("skiffd restarts");
+    expect_every_tick_once(
+        &cluster,
+        &addr,
+        &watched,
+        restarted_at,
+        "a restart of skiffd",
+    );
+}
+
+/// Wait until `pod` has lines from after `since` (+3 s), then check its tick numbers run on
+/// with none missing and none twice.
+fn expect_every_tick_once(
+    cluster: &Cluster,
+    addr: &str,
+    pod: &str,
+    since: jiff::Timestamp,
+    what: &str,
+) {
+    let numbers = wait_for(Duration::from_secs(90), "lines after the event", || {
         let v = search(
-            &addr,
-            &format!("pod={watched}&query=tick&since=10m&limit=10000&order=asc"),
+            addr,
+            &format!("pod={pod}&query=tick&since=15m&limit=10000&order=asc"),
         );
         let hits = v["hits"].as_array()?;
         let after = hits.iter().any(|h| {
             h["time"]
                 .as_str()
                 .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-                .is_some_and(|t| t > killed_at + jiff::SignedDuration::from_secs(3))
+                .is_some_and(|t| t > since + jiff::SignedDuration::from_secs(3))
         });
         after.then(|| {
             hits.iter()
@@ -351,13 +394,8 @@ fn pod_lines_are_searchable_and_outlive_their_pod() {
     let expected: Vec<u64> = (first..first + numbers.len() as u64).collect();
     assert_eq!(
         numbers, expected,
-        "each line of {watched} once and none missing across the collector's kill -9"
+        "each line of {pod} once and none missing across {what}"
     );
-
-    // The search service's own metrics count what arrived.
-    let r = http(&addr, "GET", "/metrics", None, b"").unwrap();
-    let text = String::from_utf8_lossy(&r.body);
-    assert!(text.contains("skiff_search_ingested_lines_total"), "{text}");
 }
 
 /// The log collector's process among this cluster's pods (process runtime: its working
