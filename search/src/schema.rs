@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use tantivy::schema::{
     DateOptions, DateTimePrecision, FAST, Field, INDEXED, IndexRecordOption, JsonObjectOptions,
-    STORED, STRING, Schema, TEXT, TextFieldIndexing, TextOptions, Value,
+    STORED, Schema, TextFieldIndexing, TextOptions, Value,
 };
 use tantivy::store::{Compressor, ZstdCompressor};
 use tantivy::{DateTime, IndexSettings, TantivyDocument};
@@ -59,18 +59,47 @@ impl Fields {
                 .set_precision(DateTimePrecision::Nanoseconds),
         );
         let seq = b.add_u64_field("seq", INDEXED | FAST | STORED);
-        let message = b.add_text_field("message", TEXT | STORED);
+        // No field norms anywhere: lines are ranked by time, never by relevance, and norms
+        // cost a byte per document per field.
+        let message = b.add_text_field(
+            "message",
+            TextOptions::default()
+                .set_indexing_options(
+                    TextFieldIndexing::default()
+                        .set_tokenizer("default")
+                        .set_index_option(IndexRecordOption::WithFreqsAndPositions)
+                        .set_fieldnorms(false),
+                )
+                .set_stored(),
+        );
         // Message bytes, for volume sums without reading documents.
         let size = b.add_u64_field("size", FAST);
         let label_fields = LABEL_FIELDS
             .iter()
-            .map(|name| b.add_text_field(name, STRING | FAST | STORED))
+            .map(|name| {
+                b.add_text_field(
+                    name,
+                    TextOptions::default()
+                        .set_indexing_options(
+                            TextFieldIndexing::default()
+                                .set_tokenizer("raw")
+                                .set_index_option(IndexRecordOption::Basic)
+                                .set_fieldnorms(false),
+                        )
+                        .set_fast("raw")
+                        .set_stored(),
+                )
+            })
             .collect();
         // Pod labels: exact values (`labels.app:web`), with a column for top values.
         let labels = b.add_json_field(
             "labels",
             JsonObjectOptions::from(STORED)
-                .set_indexing_options(TextFieldIndexing::default().set_tokenizer("raw"))
+                .set_indexing_options(
+                    TextFieldIndexing::default()
+                        .set_tokenizer("raw")
+                        .set_fieldnorms(false),
+                )
                 .set_fast("raw"),
         );
         // Fields parsed out of JSON and logfmt lines: words, like the message, without
@@ -81,7 +110,8 @@ impl Fields {
             JsonObjectOptions::default().set_indexing_options(
                 TextFieldIndexing::default()
                     .set_tokenizer("default")
-                    .set_index_option(IndexRecordOption::Basic),
+                    .set_index_option(IndexRecordOption::Basic)
+                    .set_fieldnorms(false),
             ),
         );
         let container_id = b.add_text_field("container_id", TextOptions::from(STORED));

@@ -152,6 +152,25 @@ fn dir_size(p: &std::path::Path) -> u64 {
     total
 }
 
+/// Bytes per file extension under `p` (tantivy: idx postings, pos positions, term dictionary,
+/// store documents, fast columns, fieldnorm).
+fn extension_sizes(p: &std::path::Path, out: &mut std::collections::BTreeMap<String, u64>) {
+    for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+        let path = e.path();
+        match e.metadata() {
+            Ok(m) if m.is_dir() => extension_sizes(&path, out),
+            Ok(m) => {
+                let ext = path
+                    .extension()
+                    .map(|x| x.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                *out.entry(ext).or_default() += m.len();
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 /// gen_logs.py's envelope → the native record.
 fn record(line: &str) -> Option<Value> {
     let v: Value = serde_json::from_str(line).ok()?;
@@ -282,6 +301,14 @@ async fn main() -> anyhow::Result<()> {
     // Let merges settle, then measure queries.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let index = dir_size(&dir.path().join("indexes"));
+    let mut by_kind: std::collections::BTreeMap<String, u64> = Default::default();
+    extension_sizes(&dir.path().join("indexes"), &mut by_kind);
+    let parts: Vec<String> = by_kind
+        .iter()
+        .filter(|(_, b)| **b > 100_000)
+        .map(|(k, b)| format!("{k} {:.1} MB", *b as f64 / 1e6))
+        .collect();
+    println!("index files by kind: {}", parts.join(", "));
     println!(
         "index size {:.1} MB = {:.2} of the envelope, {:.2} of the message bytes",
         index as f64 / 1e6,
