@@ -54,6 +54,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .merge(crate::loki::router())
         .merge(crate::tail::router())
         .merge(crate::push::router())
+        .merge(crate::otlp::router())
         .route_layer(axum::middleware::from_fn_with_state(
             api.clone(),
             require_token,

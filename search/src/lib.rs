@@ -9,6 +9,7 @@ pub mod http;
 pub mod logql;
 pub mod loki;
 pub mod metrics;
+pub mod otlp;
 pub mod pipeline;
 pub mod push;
 pub mod query;

@@ -501,3 +501,53 @@ async fn push_takes_snappy_protobuf_and_gzip_json() {
         assert!(text.contains(needle), "{text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_json_logs_are_stored_with_their_attributes() {
+    use tower::ServiceExt;
+    let s = service();
+    let body = serde_json::json!({"resourceLogs": [{
+        "resource": {"attributes": [
+            {"key": "k8s.namespace.name", "value": {"stringValue": "shop"}},
+            {"key": "k8s.pod.name", "value": {"stringValue": "otel-1"}},
+        ]},
+        "scopeLogs": [{"logRecords": [{
+            "timeUnixNano": (T0 + 5 * SEC).to_string(), "severityText": "ERROR",
+            "body": {"stringValue": "payment failed"}, "traceId": "5b8efff798038103d269b633813fc60c",
+        }]}],
+    }]});
+    let request = |ct: &str, body: Vec<u8>| {
+        http::Request::builder()
+            .method("POST")
+            .uri("/v1/logs")
+            .header("content-type", ct)
+            .body(axum::body::Body::from(body))
+            .unwrap()
+    };
+    let resp = s
+        .app
+        .clone()
+        .oneshot(request("application/json", body.to_string().into_bytes()))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = s
+        .app
+        .clone()
+        .oneshot(request("application/x-protobuf", vec![1, 2, 3]))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 415);
+    s.settle().await;
+    let q = enc(r#"{pod="otel-1", level="error"} | trace_id="5b8efff798038103d269b633813fc60c""#);
+    let v = s
+        .get(&format!(
+            "/loki/api/v1/query_range?query={q}&start={T0}&end={}",
+            T0 + 60 * SEC
+        ))
+        .await;
+    assert_eq!(
+        entries(&v),
+        vec![(T0 + 5 * SEC, "payment failed".to_owned())]
+    );
+}
