@@ -54,19 +54,7 @@ fn pod_lines_are_searchable_and_outlive_their_pod() {
         .expect("the search address in endpoints.json");
 
     // The collector runs on the node as a DaemonSet pod.
-    wait_for(Duration::from_secs(90), "log collector ready", || {
-        let out = cluster.kubectl(&[
-            "get",
-            "ds",
-            "-n",
-            "kube-system",
-            "skiff-log-collector",
-            "-o",
-            "jsonpath={.status.numberReady}",
-        ]);
-        (out.stdout.trim() == "1").then_some(())
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log()));
+    collectors_ready(&cluster, 1);
 
     cluster
         .kubectl_in(&["apply", "-f", "-"], Some(TICKER))
@@ -214,19 +202,7 @@ fn pod_lines_are_searchable_and_outlive_their_pod() {
         ],
         &second,
     );
-    wait_for(Duration::from_secs(90), "a collector on both nodes", || {
-        let out = cluster.kubectl(&[
-            "get",
-            "ds",
-            "-n",
-            "kube-system",
-            "skiff-log-collector",
-            "-o",
-            "jsonpath={.status.numberReady}",
-        ]);
-        (out.stdout.trim() == "2").then_some(())
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log()));
+    collectors_ready(&cluster, 2);
     let before: BTreeSet<String> = cluster
         .kubectl(&["get", "pods", "-l", "app=ticker", "-o", "name"])
         .stdout
@@ -423,4 +399,21 @@ fn collector_pid(cluster_dir: &std::path::Path) -> Option<u32> {
         }
     }
     None
+}
+
+/// Wait until the collector DaemonSet has `n` ready pods.
+fn collectors_ready(cluster: &Cluster, n: usize) {
+    wait_for(Duration::from_secs(90), "log collectors ready", || {
+        let out = cluster.kubectl(&[
+            "get",
+            "ds",
+            "-n",
+            "kube-system",
+            "skiff-log-collector",
+            "-o",
+            "jsonpath={.status.numberReady}",
+        ]);
+        (out.stdout.trim() == n.to_string()).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log()));
 }

@@ -161,9 +161,16 @@ pub fn parse_ndjson(body: &[u8]) -> Result<Vec<LogRecord>, ApiError> {
 
 async fn ingest(State(api): State<Arc<Api>>, body: Bytes) -> Result<Response, ApiError> {
     let records = parse_ndjson(&body).inspect_err(|_| api.pipeline.metrics.reject("invalid"))?;
+    Ok(axum::Json(store(&api, records).await?).into_response())
+}
+
+/// Store decoded records (every ingest format ends here), off the async threads.
+pub async fn store(
+    api: &Api,
+    records: Vec<LogRecord>,
+) -> Result<crate::pipeline::Ingested, ApiError> {
     let pipeline = api.pipeline.clone();
-    let out = blocking(move || pipeline.ingest(records).map_err(ApiError::from)).await?;
-    Ok(axum::Json(out).into_response())
+    blocking(move || pipeline.ingest(records).map_err(ApiError::from)).await
 }
 
 /// Query parameters, repeated keys kept.

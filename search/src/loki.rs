@@ -32,11 +32,11 @@ pub const MAX_LIMIT: usize = 10_000;
 
 pub fn router() -> Router<Arc<Api>> {
     Router::new()
-        .route("/loki/api/v1/query", get(instant).post(instant_post))
-        .route("/loki/api/v1/query_range", get(range).post(range_post))
-        .route("/loki/api/v1/labels", get(labels).post(labels_post))
+        .route("/loki/api/v1/query", get(instant).post(instant))
+        .route("/loki/api/v1/query_range", get(range).post(range))
+        .route("/loki/api/v1/labels", get(labels).post(labels))
         .route("/loki/api/v1/label/{name}/values", get(label_values))
-        .route("/loki/api/v1/series", get(series).post(series_post))
+        .route("/loki/api/v1/series", get(series).post(series))
         .route("/loki/api/v1/index/stats", get(index_stats))
         .route("/loki/api/v1/index/volume", get(volume))
         .route("/loki/api/v1/index/volume_range", get(volume_range))
@@ -99,6 +99,21 @@ fn params(raw: Option<String>, body: Option<&[u8]>) -> Params {
         all.push_str(&String::from_utf8_lossy(b));
     }
     Params::parse(Some(&all))
+}
+
+/// The parameters of a Loki request: the URL's, and for POST also the form body's.
+pub struct Form(Params);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Form {
+    type Rejection = LokiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Form, LokiError> {
+        let raw = req.uri().query().map(str::to_owned);
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| LokiError::bad(e.to_string()))?;
+        Ok(Form(params(raw, Some(&body))))
+    }
 }
 
 /// A Loki timestamp: integer Unix ns, float Unix seconds, or RFC 3339.
@@ -246,22 +261,7 @@ fn matrix_json(steps: &Steps, series: &[Series]) -> Value {
     )
 }
 
-async fn instant_post(
-    State(api): State<Arc<Api>>,
-    RawQuery(raw): RawQuery,
-    body: Bytes,
-) -> Result<Response, LokiError> {
-    run_instant(api, params(raw, Some(&body))).await
-}
-
-async fn instant(
-    State(api): State<Arc<Api>>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, LokiError> {
-    run_instant(api, params(raw, None)).await
-}
-
-async fn run_instant(api: Arc<Api>, p: Params) -> Result<Response, LokiError> {
+async fn instant(State(api): State<Arc<Api>>, Form(p): Form) -> Result<Response, LokiError> {
     let text = query_text(&p)?.to_owned();
     let at = time_param(&p, "time")?.unwrap_or_else(now_ns);
     let Expr::Metric(expr) = logql::parse(&text)? else {
@@ -295,22 +295,7 @@ async fn run_instant(api: Arc<Api>, p: Params) -> Result<Response, LokiError> {
     ))
 }
 
-async fn range_post(
-    State(api): State<Arc<Api>>,
-    RawQuery(raw): RawQuery,
-    body: Bytes,
-) -> Result<Response, LokiError> {
-    run_range(api, params(raw, Some(&body))).await
-}
-
-async fn range(
-    State(api): State<Arc<Api>>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, LokiError> {
-    run_range(api, params(raw, None)).await
-}
-
-async fn run_range(api: Arc<Api>, p: Params) -> Result<Response, LokiError> {
+async fn range(State(api): State<Arc<Api>>, Form(p): Form) -> Result<Response, LokiError> {
     let text = query_text(&p)?.to_owned();
     let (start, end) = time_range(&p, HOUR)?;
     let expr = logql::parse(&text)?;
@@ -387,22 +372,7 @@ fn all_lines(start: i64, end: i64) -> query::Filters {
     }
 }
 
-async fn labels_post(
-    State(api): State<Arc<Api>>,
-    RawQuery(raw): RawQuery,
-    body: Bytes,
-) -> Result<Response, LokiError> {
-    run_labels(api, params(raw, Some(&body))).await
-}
-
-async fn labels(
-    State(api): State<Arc<Api>>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, LokiError> {
-    run_labels(api, params(raw, None)).await
-}
-
-async fn run_labels(api: Arc<Api>, p: Params) -> Result<Response, LokiError> {
+async fn labels(State(api): State<Arc<Api>>, Form(p): Form) -> Result<Response, LokiError> {
     let (start, end) = time_range(&p, 6 * HOUR)?;
     let filters = selector_filters(&p, "query", start, end)?
         .pop()
@@ -410,7 +380,7 @@ async fn run_labels(api: Arc<Api>, p: Params) -> Result<Response, LokiError> {
     let pipeline = api.pipeline.clone();
     let started = Instant::now();
     let names = blocking(move || {
-        let sets = query::distinct(&pipeline.store, &filters, &STREAM_LABELS)?;
+        let sets = query::distinct(&pipeline.store, &filters, STREAM_LABELS)?;
         Ok(STREAM_LABELS
             .iter()
             .zip(sets)
@@ -458,21 +428,6 @@ async fn label_values(
     Ok(success(json!(values)))
 }
 
-async fn series_post(
-    State(api): State<Arc<Api>>,
-    RawQuery(raw): RawQuery,
-    body: Bytes,
-) -> Result<Response, LokiError> {
-    run_series(api, params(raw, Some(&body))).await
-}
-
-async fn series(
-    State(api): State<Arc<Api>>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, LokiError> {
-    run_series(api, params(raw, None)).await
-}
-
 /// The distinct stream label sets among lines matching `filters`, with line and byte counts.
 fn streams_of(
     store: &crate::store::Store,
@@ -495,7 +450,7 @@ fn streams_of(
     Ok(out)
 }
 
-async fn run_series(api: Arc<Api>, p: Params) -> Result<Response, LokiError> {
+async fn series(State(api): State<Arc<Api>>, Form(p): Form) -> Result<Response, LokiError> {
     let (start, end) = time_range(&p, 6 * HOUR)?;
     let mut selectors = selector_filters(&p, "match[]", start, end)?;
     selectors.extend(selector_filters(&p, "match", start, end)?);

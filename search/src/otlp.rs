@@ -136,14 +136,11 @@ async fn logs(
         )
             .into_response());
     }
-    let pipeline = api.pipeline.clone();
     let records = decode(&body).map_err(|e| {
-        pipeline.metrics.reject("invalid");
+        api.pipeline.metrics.reject("invalid");
         ApiError::bad_request(e)
     })?;
-    tokio::task::spawn_blocking(move || pipeline.ingest(records))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
+    crate::http::store(&api, records).await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], "{}").into_response())
 }
 

@@ -226,13 +226,10 @@ async fn push(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let pipeline = api.pipeline.clone();
     let records = decode(&headers, &body).map_err(|e| {
-        pipeline.metrics.reject("invalid");
+        api.pipeline.metrics.reject("invalid");
         ApiError::bad_request(e)
     })?;
-    tokio::task::spawn_blocking(move || pipeline.ingest(records))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
+    crate::http::store(&api, records).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -17,7 +17,8 @@ use tantivy::{DateTime, IndexSettings, TantivyDocument};
 
 use crate::record::LogRecord;
 
-/// Fields holding one untokenized value each, filterable and listable as labels.
+/// Fields holding one untokenized value each, filterable and listable as labels. The first
+/// eight (through `component`) are LogQL's stream labels (`logql::lines::STREAM_LABELS`).
 pub const LABEL_FIELDS: [&str; 11] = [
     "namespace",
     "pod",

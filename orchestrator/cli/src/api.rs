@@ -211,19 +211,6 @@ impl Api {
         } else {
             "application/json"
         };
-        Ok(self
-            .lines(url, accept)
-            .await?
-            .try_filter(|l| futures::future::ready(!l.trim().is_empty()))
-            .and_then(|line| async move { Ok(serde_json::from_str::<Value>(&line)?) }))
-    }
-
-    /// A streamed answer, line by line (watches, server-sent events).
-    pub(crate) async fn lines(
-        &self,
-        url: &str,
-        accept: &str,
-    ) -> Result<impl Stream<Item = Result<String>> + use<>> {
         let request = Request::builder()
             .method(Method::GET)
             .uri(url)
@@ -234,7 +221,11 @@ impl Api {
             .request_stream(request)
             .await
             .map_err(map_error)?;
-        Ok(reader.lines().map_err(anyhow::Error::from))
+        Ok(reader
+            .lines()
+            .map_err(anyhow::Error::from)
+            .try_filter(|l| futures::future::ready(!l.trim().is_empty()))
+            .and_then(|line| async move { Ok(serde_json::from_str::<Value>(&line)?) }))
     }
 
     /// A streamed answer of a proxied service, line by line. Its error answers are whatever

@@ -12,18 +12,10 @@ use crate::schema::LABEL_FIELDS;
 
 pub type Labels = BTreeMap<String, String>;
 
-/// The built-in labels that make up a line's stream in LogQL answers. The owner and pod uid
-/// can be selected on but are left out of stream identities, as Loki's Kubernetes setups do.
-pub const STREAM_LABELS: [&str; 8] = [
-    "namespace",
-    "pod",
-    "container",
-    "node",
-    "app",
-    "stream",
-    "level",
-    "component",
-];
+/// The built-in labels that make up a line's stream in LogQL answers: the schema's label fields
+/// up to `component`. The owner and pod uid can be selected on but are left out of stream
+/// identities, as Loki's Kubernetes setups do.
+pub const STREAM_LABELS: &[&str] = LABEL_FIELDS.split_at(8).0;
 
 /// A label of a record by LogQL name: a built-in label, else a pod label.
 pub fn record_label<'a>(r: &'a LogRecord, name: &str) -> Option<&'a str> {
