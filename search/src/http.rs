@@ -482,7 +482,7 @@ async fn context(
     }
 }
 
-async fn metrics(State(api): State<Arc<Api>>) -> Response {
+async fn metrics(State(api): State<Arc<Api>>, headers: axum::http::HeaderMap) -> Response {
     let store = api.pipeline.store.clone();
     let m = api.pipeline.metrics.clone();
     let _ = tokio::task::spawn_blocking(move || {
@@ -497,16 +497,5 @@ async fn metrics(State(api): State<Arc<Api>>) -> Response {
         }
     })
     .await;
-    let mut body = String::new();
-    if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &api.registry) {
-        return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
+    skiff_telemetry::metrics_response(&api.registry, &headers)
 }

@@ -100,6 +100,7 @@ pub async fn start(
     };
     let metrics = Metrics::default();
     metrics.register(&mut registry);
+    registry.register_collector(Box::new(skiff_telemetry::ProcessCollector));
     let data_dir = config.data_dir.clone();
     let settings = WriterSettings {
         threads: config.writer_threads.max(1),

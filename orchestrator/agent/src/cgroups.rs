@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::runtime::ContainerStats;
+
 const ROOT: &str = "/sys/fs/cgroup";
 const GROUP: &str = "skiff";
 
@@ -132,40 +134,52 @@ impl Cgroups {
         }
     }
 
-    /// Cumulative CPU nanoseconds, working set and RSS of the container's group.
-    pub(crate) fn usage(&self, id: &str) -> Option<(u64, u64, u64)> {
+    /// Usage of the container's group, or `None` when it has none.
+    pub(crate) fn usage(&self, id: &str) -> Option<ContainerStats> {
         let read = |p: PathBuf| std::fs::read_to_string(p).ok();
-        let stat = |text: &str, key: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix(' ')))
-                .and_then(|n| n.trim().parse::<u64>().ok())
-                .unwrap_or(0)
-        };
+        let num = |p: PathBuf| read(p).and_then(|t| t.trim().parse::<u64>().ok());
         match self {
             Cgroups::V2(root) => {
                 let dir = root.join(GROUP).join(id);
-                let cpu = stat(&read(dir.join("cpu.stat"))?, "usage_usec") * 1000;
-                let usage: u64 = read(dir.join("memory.current"))?.trim().parse().ok()?;
-                let mstat = read(dir.join("memory.stat")).unwrap_or_default();
-                let inactive = stat(&mstat, "inactive_file");
-                Some((cpu, usage.saturating_sub(inactive), stat(&mstat, "anon")))
+                let cpu = read(dir.join("cpu.stat"))?;
+                let usage = num(dir.join("memory.current"))?;
+                let mem = read(dir.join("memory.stat")).unwrap_or_default();
+                Some(ContainerStats {
+                    cpu_usage_nanos: stat_value(&cpu, "usage_usec") * 1000,
+                    cpu_user_nanos: stat_value(&cpu, "user_usec") * 1000,
+                    cpu_system_nanos: stat_value(&cpu, "system_usec") * 1000,
+                    cpu_periods: stat_value(&cpu, "nr_periods"),
+                    cpu_throttled_periods: stat_value(&cpu, "nr_throttled"),
+                    cpu_throttled_nanos: stat_value(&cpu, "throttled_usec") * 1000,
+                    memory_usage_bytes: usage,
+                    memory_working_set_bytes: usage
+                        .saturating_sub(stat_value(&mem, "inactive_file")),
+                    memory_rss_bytes: stat_value(&mem, "anon"),
+                    memory_cache_bytes: stat_value(&mem, "file"),
+                    memory_swap_bytes: num(dir.join("memory.swap.current")).unwrap_or(0),
+                })
             }
             Cgroups::V1 => {
-                let cpu: u64 = read(Self::v1("cpuacct", id).join("cpuacct.usage"))?
-                    .trim()
-                    .parse()
-                    .ok()?;
-                let usage: u64 = read(Self::v1("memory", id).join("memory.usage_in_bytes"))?
-                    .trim()
-                    .parse()
-                    .ok()?;
-                let mstat = read(Self::v1("memory", id).join("memory.stat")).unwrap_or_default();
-                let inactive = stat(&mstat, "total_inactive_file");
-                Some((
-                    cpu,
-                    usage.saturating_sub(inactive),
-                    stat(&mstat, "total_rss"),
-                ))
+                let cpu = num(Self::v1("cpuacct", id).join("cpuacct.usage"))?;
+                // cpuacct.stat is in USER_HZ (100 per second on Linux).
+                let split = read(Self::v1("cpuacct", id).join("cpuacct.stat")).unwrap_or_default();
+                let throttling = read(Self::v1("cpu", id).join("cpu.stat")).unwrap_or_default();
+                let usage = num(Self::v1("memory", id).join("memory.usage_in_bytes"))?;
+                let mem = read(Self::v1("memory", id).join("memory.stat")).unwrap_or_default();
+                Some(ContainerStats {
+                    cpu_usage_nanos: cpu,
+                    cpu_user_nanos: stat_value(&split, "user") * 10_000_000,
+                    cpu_system_nanos: stat_value(&split, "system") * 10_000_000,
+                    cpu_periods: stat_value(&throttling, "nr_periods"),
+                    cpu_throttled_periods: stat_value(&throttling, "nr_throttled"),
+                    cpu_throttled_nanos: stat_value(&throttling, "throttled_time"),
+                    memory_usage_bytes: usage,
+                    memory_working_set_bytes: usage
+                        .saturating_sub(stat_value(&mem, "total_inactive_file")),
+                    memory_rss_bytes: stat_value(&mem, "total_rss"),
+                    memory_cache_bytes: stat_value(&mem, "total_cache"),
+                    memory_swap_bytes: stat_value(&mem, "total_swap"),
+                })
             }
             Cgroups::Unavailable => None,
         }
@@ -184,5 +198,32 @@ impl Cgroups {
             }
             Cgroups::Unavailable => {}
         }
+    }
+}
+
+/// The value of `key` in a `key value` per line file (`cpu.stat`, `memory.stat`), 0 if absent.
+fn stat_value(text: &str, key: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_keyed_values_exactly() {
+        let text = "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nnr_periods 7\n";
+        assert_eq!(stat_value(text, "usage_usec"), 1500);
+        assert_eq!(stat_value(text, "user_usec"), 1000);
+        assert_eq!(stat_value(text, "nr_periods"), 7);
+        assert_eq!(stat_value(text, "nr_throttled"), 0);
+        // A key that is a prefix of another is not confused with it.
+        assert_eq!(
+            stat_value("total_rss_huge 5\ntotal_rss 9\n", "total_rss"),
+            9
+        );
     }
 }

@@ -17,6 +17,7 @@ mod probes;
 pub mod runtime;
 mod server;
 mod static_pods;
+mod stats;
 mod volumes;
 
 use std::collections::{BTreeMap, HashMap};
@@ -99,6 +100,8 @@ pub struct AgentConfig {
     pub api_endpoint: Option<(String, u16)>,
     /// Static pod manifests (`--pod-manifest-path`).
     pub pod_manifest_path: Option<PathBuf>,
+    /// How often container usage is sampled (cAdvisor's housekeeping interval).
+    pub housekeeping_interval: Duration,
 }
 
 impl AgentConfig {
@@ -140,6 +143,7 @@ impl AgentConfig {
             shim_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("skiffd")),
             api_endpoint: None,
             pod_manifest_path: None,
+            housekeeping_interval: Duration::from_secs(10),
         }
     }
 }
@@ -158,6 +162,9 @@ pub(crate) struct Ctx {
     pub(crate) host: node::HostInfo,
     pub(crate) port: u16,
     pub(crate) metrics: AgentMetrics,
+    /// Everything served at `/metrics`.
+    pub(crate) registry: prometheus_client::registry::Registry,
+    pub(crate) stats: Arc<stats::Stats>,
     pub(crate) source: env::ApiConfigSource,
 }
 
@@ -286,8 +293,8 @@ async fn make_runtime(config: &AgentConfig) -> anyhow::Result<Arc<dyn Runtime>> 
     )?))
 }
 
-/// Start the agent: runtime, Node registration, heartbeats, pod workers and the HTTPS server.
-/// `metrics` must already be registered where they are exposed. Runs until `shutdown` fires.
+/// Start the agent: runtime, Node registration, heartbeats, pod workers, usage sampling and the
+/// HTTPS server, which also serves `metrics` at `/metrics`. Runs until `shutdown` fires.
 pub async fn start(
     config: AgentConfig,
     client: kube::Client,
@@ -296,7 +303,21 @@ pub async fn start(
 ) -> anyhow::Result<RunningAgent> {
     std::fs::create_dir_all(&config.root_dir)
         .with_context(|| format!("creating {}", config.root_dir.display()))?;
-    let runtime = make_runtime(&config).await?;
+    let runtime: Arc<dyn Runtime> = Arc::new(runtime::instrumented::Instrumented::new(
+        make_runtime(&config).await?,
+        metrics.clone(),
+    ));
+    let stats = Arc::new(stats::Stats::default());
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+    stats.metrics().register(&mut registry);
+    registry.register_collector(Box::new(skiff_telemetry::ProcessCollector));
+    metrics
+        .node_name
+        .get_or_create(&metrics::NodeLabels {
+            node: config.node_name.clone(),
+        })
+        .set(1);
     let listener = TcpListener::bind(SocketAddr::new(config.bind_address, config.port))
         .await
         .with_context(|| {
@@ -327,6 +348,8 @@ pub async fn start(
         node_ip: node_ip.clone(),
         port,
         metrics,
+        registry,
+        stats,
         config,
     });
     let mut attempt = 0;
@@ -350,6 +373,11 @@ pub async fn start(
         )),
         tokio::spawn(pods::run(ctx.clone(), shutdown.clone())),
         tokio::spawn(server::serve(ctx.clone(), listener, shutdown.clone())),
+        tokio::spawn(stats::run(
+            ctx.clone(),
+            ctx.config.housekeeping_interval,
+            shutdown.clone(),
+        )),
     ];
     if let Some(dir) = ctx.config.pod_manifest_path.clone() {
         tasks.push(tokio::spawn(static_pods::run(

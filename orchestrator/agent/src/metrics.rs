@@ -1,15 +1,57 @@
-//! The agent's Prometheus metrics (kubelet's names where kubelet has one).
+//! The agent's Prometheus metrics, served at `/metrics` on the agent's port with kubelet's names
+//! where kubelet has one (the Kubelet dashboard of kubernetes-mixin reads them).
 
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// `operation_type` of runtime operations and pod worker syncs.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    /// e.g. `start_container`, `container_stats`; `create`/`sync` for pod workers.
+    pub operation_type: String,
+}
+
+/// `container_state` of `kubelet_running_containers`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    /// `running`, `exited`, `created`.
+    pub container_state: String,
+}
+
+/// `node` of `kubelet_node_name`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabels {
+    /// Node name.
+    pub node: String,
+}
+
+fn seconds_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 14))
+}
+
 /// Every agent series.
 #[derive(Debug, Clone)]
 pub struct AgentMetrics {
+    /// `kubelet_node_name`.
+    pub node_name: Family<NodeLabels, Gauge>,
     /// `kubelet_running_pods`.
     pub running_pods: Gauge,
+    /// `kubelet_running_containers`.
+    pub running_containers: Family<StateLabels, Gauge>,
+    /// `kubelet_pod_start_duration_seconds`: first seen → running.
+    pub pod_start_seconds: Histogram,
+    /// `kubelet_pod_worker_duration_seconds`.
+    pub pod_worker_seconds: Family<OperationLabels, Histogram>,
+    /// `kubelet_runtime_operations_total`.
+    pub runtime_operations: Family<OperationLabels, Counter>,
+    /// `kubelet_runtime_operations_errors_total`.
+    pub runtime_errors: Family<OperationLabels, Counter>,
+    /// `kubelet_runtime_operations_duration_seconds`.
+    pub runtime_seconds: Family<OperationLabels, Histogram>,
     /// Pod syncs.
     pub syncs: Counter,
     /// Failed pod syncs.
@@ -29,12 +71,19 @@ pub struct AgentMetrics {
 impl Default for AgentMetrics {
     fn default() -> Self {
         AgentMetrics {
+            node_name: Family::default(),
             running_pods: Gauge::default(),
+            running_containers: Family::default(),
+            pod_start_seconds: seconds_histogram(),
+            pod_worker_seconds: Family::new_with_constructor(seconds_histogram),
+            runtime_operations: Family::default(),
+            runtime_errors: Family::default(),
+            runtime_seconds: Family::new_with_constructor(seconds_histogram),
             syncs: Counter::default(),
             sync_errors: Counter::default(),
             status_updates: Counter::default(),
             container_starts: Counter::default(),
-            start_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            start_seconds: seconds_histogram(),
             watch_errors: Counter::default(),
             heartbeat_errors: Counter::default(),
         }
@@ -45,9 +94,44 @@ impl AgentMetrics {
     /// Register every series.
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
+            "kubelet_node_name",
+            "The node's name. The count is always 1.",
+            self.node_name.clone(),
+        );
+        registry.register(
             "kubelet_running_pods",
             "Number of pods that have a running pod sandbox",
             self.running_pods.clone(),
+        );
+        registry.register(
+            "kubelet_running_containers",
+            "Number of containers currently running",
+            self.running_containers.clone(),
+        );
+        registry.register(
+            "kubelet_pod_start_duration_seconds",
+            "Duration in seconds from kubelet seeing a pod for the first time to the pod starting to run",
+            self.pod_start_seconds.clone(),
+        );
+        registry.register(
+            "kubelet_pod_worker_duration_seconds",
+            "Duration in seconds to sync a single pod. Broken down by operation type: create, update, or sync",
+            self.pod_worker_seconds.clone(),
+        );
+        registry.register(
+            "kubelet_runtime_operations",
+            "Cumulative number of runtime operations by operation type.",
+            self.runtime_operations.clone(),
+        );
+        registry.register(
+            "kubelet_runtime_operations_errors",
+            "Cumulative number of runtime operation errors by operation type.",
+            self.runtime_errors.clone(),
+        );
+        registry.register(
+            "kubelet_runtime_operations_duration_seconds",
+            "Duration in seconds of runtime operations. Broken down by operation type.",
+            self.runtime_seconds.clone(),
         );
         registry.register(
             "kubelet_started_containers",
@@ -81,5 +165,17 @@ impl AgentMetrics {
             "Node status and lease updates that failed",
             self.heartbeat_errors.clone(),
         );
+    }
+
+    /// Count one runtime operation and its outcome.
+    pub(crate) fn runtime_operation(&self, operation: &str, seconds: f64, ok: bool) {
+        let labels = OperationLabels {
+            operation_type: operation.to_owned(),
+        };
+        self.runtime_operations.get_or_create(&labels).inc();
+        self.runtime_seconds.get_or_create(&labels).observe(seconds);
+        if !ok {
+            self.runtime_errors.get_or_create(&labels).inc();
+        }
     }
 }

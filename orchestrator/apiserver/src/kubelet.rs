@@ -4,8 +4,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::Empty;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
@@ -39,11 +37,16 @@ impl KubeletClient {
 
     /// Open an HTTP/1.1 connection to `host:port`; the connection task runs in the background
     /// (with upgrades enabled).
-    pub(crate) async fn connect(
+    pub(crate) async fn connect<B>(
         &self,
         host: &str,
         port: u16,
-    ) -> anyhow::Result<http1::SendRequest<Empty<Bytes>>> {
+    ) -> anyhow::Result<http1::SendRequest<B>>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let tcp = tokio::time::timeout(
             std::time::Duration::from_secs(10),
             tokio::net::TcpStream::connect((host, port)),

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use prometheus_client::registry::Registry as MetricsRegistry;
@@ -161,17 +161,8 @@ async fn not_found() -> Response {
     ApiError::path_not_found().into_response()
 }
 
-async fn metrics_endpoint(State(state): State<AppState>) -> Response {
-    let mut text = String::new();
-    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, state.metrics_registry()) {
-        return ApiError::internal(format!("encoding metrics: {e}")).into_response();
-    }
-    let mut r = (StatusCode::OK, text).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-    );
-    r
+async fn metrics_endpoint(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    skiff_telemetry::metrics_response(state.metrics_registry(), &headers)
 }
 
 /// Start the API server: PKI, listeners, bootstrap objects. Serves until `shutdown` fires.
@@ -189,6 +180,7 @@ pub async fn start(
     }
     let metrics = ApiMetrics::default();
     metrics.register(&mut metrics_registry);
+    metrics_registry.register_collector(Box::new(skiff_telemetry::ProcessCollector));
     let kubelet_client =
         pki.client_certificate("skiff-apiserver-kubelet-client", &["system:masters"])?;
     let kubelet = kubelet::KubeletClient::new(&pki.ca.cert_pem, &kubelet_client)?;

@@ -49,6 +49,10 @@ pub(crate) struct AgentArgs {
     /// Node status and lease renewal interval in seconds.
     #[arg(long, default_value_t = 10)]
     pub(crate) node_status_interval_secs: u64,
+    /// How often container CPU, memory and network usage is sampled, in seconds (cAdvisor's
+    /// housekeeping interval as the kubelet sets it).
+    #[arg(long, default_value_t = 10.0)]
+    pub(crate) housekeeping_interval_secs: f64,
     /// Directory of static pod manifests, run without the API and mirrored into it.
     #[arg(long)]
     pub(crate) pod_manifest_path: Option<PathBuf>,
@@ -168,6 +172,8 @@ impl AgentArgs {
         config.crash_backoff_initial =
             Duration::from_secs_f64(self.crash_backoff_initial_secs.max(0.0));
         config.status_update_interval = Duration::from_secs(self.node_status_interval_secs.max(1));
+        config.housekeeping_interval =
+            Duration::from_secs_f64(self.housekeeping_interval_secs.max(0.1));
         config.api_endpoint = api_endpoint;
         config.pod_manifest_path = self.pod_manifest_path.clone();
         Ok(config)

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::response::IntoResponse;
 use clap::Args;
 use prometheus_client::registry::Registry;
 use skiff_leader::{LeaderElectionConfig, LeaderMetrics};
@@ -169,30 +168,15 @@ pub(crate) async fn serve_metrics(
     shutdown: CancellationToken,
 ) -> anyhow::Result<JoinHandle<()>> {
     use axum::routing::get;
+    let mut registry = registry;
+    registry.register_collector(Box::new(skiff_telemetry::ProcessCollector));
     let registry = std::sync::Arc::new(registry);
     let app = axum::Router::new()
         .route(
             "/metrics",
-            get(move || {
+            get(move |headers: axum::http::HeaderMap| {
                 let registry = registry.clone();
-                async move {
-                    let mut text = String::new();
-                    match prometheus_client::encoding::text::encode(&mut text, &registry) {
-                        Ok(()) => (
-                            [(
-                                "content-type",
-                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                            )],
-                            text,
-                        )
-                            .into_response(),
-                        Err(e) => (
-                            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                            format!("encoding metrics: {e}"),
-                        )
-                            .into_response(),
-                    }
-                }
+                async move { skiff_telemetry::metrics_response(&registry, &headers) }
             }),
         )
         .route("/healthz", get(|| async { "ok" }))

@@ -138,8 +138,8 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
     store_config.min_retained_revisions = args.store_min_retained_revisions;
     store_config.retention_window = Duration::from_secs(args.store_retention_secs);
     let store = SqliteStore::open(store_config, store_metrics).context("opening the store")?;
+    // The agent serves its own metrics at /metrics on its port, as the kubelet does.
     let agent_metrics = AgentMetrics::default();
-    agent_metrics.register(&mut registry);
     let control_metrics = crate::control::ControlMetrics::default();
     control_metrics.register(&mut registry);
 

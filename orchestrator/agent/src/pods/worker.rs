@@ -129,8 +129,28 @@ async fn run_worker(
     tracing::Instrument::instrument(
         async move {
             let mut failures = 0u32;
+            let seen = std::time::Instant::now();
+            let mut started_reported = false;
+            let mut operation = "create";
             loop {
-                match w.sync().await {
+                let sync_started = std::time::Instant::now();
+                let result = w.sync().await;
+                w.ctx
+                    .metrics
+                    .pod_worker_seconds
+                    .get_or_create(&crate::metrics::OperationLabels {
+                        operation_type: operation.to_owned(),
+                    })
+                    .observe(sync_started.elapsed().as_secs_f64());
+                operation = "sync";
+                if !started_reported && w.is_running() {
+                    started_reported = true;
+                    w.ctx
+                        .metrics
+                        .pod_start_seconds
+                        .observe(seen.elapsed().as_secs_f64());
+                }
+                match result {
                     Ok(SyncResult::Done) => break,
                     Ok(SyncResult::Continue) => failures = 0,
                     Err(e) => {
@@ -188,6 +208,13 @@ fn restart_needed(policy: &str, exit_code: i32) -> bool {
 }
 
 impl Worker {
+    /// Whether the last status written says the pod runs.
+    fn is_running(&self) -> bool {
+        self.last_status
+            .as_ref()
+            .is_some_and(|s| s["phase"] == "Running")
+    }
+
     pub(crate) fn backoff_key(&self, container: &str) -> String {
         format!("{}/{container}", self.pod_ref.uid)
     }

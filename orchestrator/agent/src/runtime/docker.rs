@@ -22,8 +22,9 @@ use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 
 use super::{
-    ContainerConfig, ContainerInfo, ContainerState, ContainerStats, Error, ExecChunk, ExecSession,
-    PodRef, Result, Runtime, SandboxConfig, SandboxStatus, images, labels,
+    ContainerConfig, ContainerIdentity, ContainerInfo, ContainerState, ContainerStats, Error,
+    ExecChunk, ExecSession, InterfaceStats, PodRef, Result, Runtime, SandboxConfig, SandboxStatus,
+    images, labels,
 };
 use crate::logs::writer::{CriLogWriter, Rotation, StreamKind};
 
@@ -727,6 +728,93 @@ impl Runtime for DockerRuntime {
     }
 
     async fn stats(&self, id: &str) -> Result<ContainerStats> {
+        Ok(container_stats(&self.one_shot_stats(id).await?))
+    }
+
+    async fn pod_network(&self, pod_uid: &str) -> Result<Option<Vec<InterfaceStats>>> {
+        // The sandbox holds the pod's network namespace; app containers join it.
+        let sandbox = self
+            .find(&[
+                (labels::POD_UID, pod_uid.to_owned()),
+                (labels::DOCKER_TYPE, "podsandbox".into()),
+            ])
+            .await?
+            .into_iter()
+            .find(|c| c.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING));
+        let Some(sandbox) = sandbox else {
+            return Ok(None);
+        };
+        if sandbox
+            .host_config
+            .as_ref()
+            .and_then(|h| h.network_mode.as_deref())
+            == Some("host")
+        {
+            return Ok(None);
+        }
+        let s = self
+            .one_shot_stats(sandbox.id.as_deref().unwrap_or_default())
+            .await?;
+        let mut interfaces: Vec<InterfaceStats> = s
+            .networks
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, n)| InterfaceStats {
+                name,
+                rx_bytes: n.rx_bytes.unwrap_or(0),
+                rx_packets: n.rx_packets.unwrap_or(0),
+                rx_errors: n.rx_errors.unwrap_or(0),
+                rx_dropped: n.rx_dropped.unwrap_or(0),
+                tx_bytes: n.tx_bytes.unwrap_or(0),
+                tx_packets: n.tx_packets.unwrap_or(0),
+                tx_errors: n.tx_errors.unwrap_or(0),
+                tx_dropped: n.tx_dropped.unwrap_or(0),
+            })
+            .collect();
+        interfaces.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Some(interfaces))
+    }
+
+    async fn writable_layer_bytes(&self, id: &str) -> Result<Option<u64>> {
+        let c = self
+            .docker
+            .inspect_container(id, Some(InspectContainerOptions { size: true }))
+            .await
+            .map_err(other)?;
+        Ok(c.size_rw.map(|s| s.max(0) as u64))
+    }
+
+    async fn identity(&self, id: &str) -> Result<ContainerIdentity> {
+        let c = self
+            .docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .map_err(other)?;
+        let full_id = c.id.unwrap_or_else(|| id.to_owned());
+        // The real cgroup of the main process when procfs shows it; Docker's layout otherwise.
+        let pid = c.state.and_then(|s| s.pid).unwrap_or(0);
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .ok()
+            .filter(|_| pid > 0)
+            .and_then(|text| {
+                text.lines()
+                    .filter_map(|l| l.splitn(3, ':').nth(2))
+                    .find(|path| path.contains(&full_id))
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| format!("/docker/{full_id}"));
+        Ok(ContainerIdentity {
+            name: c
+                .name
+                .map(|n| n.trim_start_matches('/').to_owned())
+                .unwrap_or(full_id),
+            cgroup,
+        })
+    }
+}
+
+impl DockerRuntime {
+    async fn one_shot_stats(&self, id: &str) -> Result<bollard::models::ContainerStatsResponse> {
         let mut stream = self.docker.stats(
             id,
             Some(
@@ -736,34 +824,43 @@ impl Runtime for DockerRuntime {
                     .build(),
             ),
         );
-        let s = stream
+        stream
             .next()
             .await
             .ok_or_else(|| Error::NotFound(id.to_owned()))?
-            .map_err(other)?;
-        let cpu = s
-            .cpu_stats
-            .and_then(|c| c.cpu_usage)
-            .and_then(|u| u.total_usage)
-            .unwrap_or(0);
-        let mem = s.memory_stats.unwrap_or_default();
-        let stats: BTreeMap<String, u64> = mem.stats.unwrap_or_default().into_iter().collect();
-        let inactive = stats
-            .get("inactive_file")
-            .or_else(|| stats.get("total_inactive_file"))
+            .map_err(other)
+    }
+}
+
+/// Docker's stats in cAdvisor's terms; the memory keys differ between cgroup v1 (`rss`,
+/// `cache`, `total_inactive_file`) and v2 (`anon`, `file`, `inactive_file`).
+fn container_stats(s: &bollard::models::ContainerStatsResponse) -> ContainerStats {
+    let cpu = s.cpu_stats.clone().unwrap_or_default();
+    let usage = cpu.cpu_usage.unwrap_or_default();
+    let throttling = cpu.throttling_data.unwrap_or_default();
+    let mem = s.memory_stats.clone().unwrap_or_default();
+    let stats: BTreeMap<String, u64> = mem.stats.unwrap_or_default().into_iter().collect();
+    let key = |v1: &str, v2: &str| {
+        stats
+            .get(v2)
+            .or_else(|| stats.get(v1))
             .copied()
-            .unwrap_or(0);
-        let usage = mem.usage.unwrap_or(0);
-        let rss = stats
-            .get("rss")
-            .or_else(|| stats.get("anon"))
-            .copied()
-            .unwrap_or(0);
-        Ok(ContainerStats {
-            cpu_usage_nanos: cpu,
-            memory_working_set_bytes: usage.saturating_sub(inactive),
-            memory_rss_bytes: rss,
-        })
+            .unwrap_or(0)
+    };
+    let memory_usage = mem.usage.unwrap_or(0);
+    ContainerStats {
+        cpu_usage_nanos: usage.total_usage.unwrap_or(0),
+        cpu_user_nanos: usage.usage_in_usermode.unwrap_or(0),
+        cpu_system_nanos: usage.usage_in_kernelmode.unwrap_or(0),
+        cpu_periods: throttling.periods.unwrap_or(0),
+        cpu_throttled_periods: throttling.throttled_periods.unwrap_or(0),
+        cpu_throttled_nanos: throttling.throttled_time.unwrap_or(0),
+        memory_usage_bytes: memory_usage,
+        memory_working_set_bytes: memory_usage
+            .saturating_sub(key("total_inactive_file", "inactive_file")),
+        memory_rss_bytes: key("rss", "anon"),
+        memory_cache_bytes: key("cache", "file"),
+        memory_swap_bytes: key("swap", "swap"),
     }
 }
 

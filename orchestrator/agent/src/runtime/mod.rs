@@ -4,6 +4,7 @@
 
 pub mod docker;
 pub mod images;
+pub(crate) mod instrumented;
 pub mod process;
 pub mod shim;
 
@@ -198,15 +199,64 @@ pub struct ExecSession {
     pub resize: Option<Box<dyn Fn(u16, u16) + Send + Sync>>,
 }
 
-/// Cumulative resource usage of a container.
+/// Resource usage of a container: cumulative counters and current gauges, as cAdvisor reads
+/// them from the container's cgroup.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct ContainerStats {
     /// CPU time used, in nanoseconds.
     pub cpu_usage_nanos: u64,
+    /// CPU time in user mode, nanoseconds.
+    pub cpu_user_nanos: u64,
+    /// CPU time in kernel mode, nanoseconds.
+    pub cpu_system_nanos: u64,
+    /// CFS enforcement periods elapsed.
+    pub cpu_periods: u64,
+    /// CFS periods in which the container was throttled.
+    pub cpu_throttled_periods: u64,
+    /// Total time throttled, nanoseconds.
+    pub cpu_throttled_nanos: u64,
+    /// Memory usage including page cache, bytes.
+    pub memory_usage_bytes: u64,
     /// Memory working set (usage minus inactive file cache), bytes.
     pub memory_working_set_bytes: u64,
-    /// Resident set size, bytes.
+    /// Resident set size (anonymous memory), bytes.
     pub memory_rss_bytes: u64,
+    /// Page cache, bytes.
+    pub memory_cache_bytes: u64,
+    /// Swap in use, bytes.
+    pub memory_swap_bytes: u64,
+}
+
+/// Counters of one network interface.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct InterfaceStats {
+    /// Interface name inside the pod (`eth0`).
+    pub name: String,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Receive errors.
+    pub rx_errors: u64,
+    /// Received packets dropped.
+    pub rx_dropped: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// Transmit errors.
+    pub tx_errors: u64,
+    /// Sent packets dropped.
+    pub tx_dropped: u64,
+}
+
+/// Where a container lives, as cAdvisor names it: its cgroup path (`id`) and runtime name.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ContainerIdentity {
+    /// Runtime name (Docker's `k8s_…` name).
+    pub name: String,
+    /// Cgroup path.
+    pub cgroup: String,
 }
 
 /// A container runtime.
@@ -280,6 +330,25 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Resource usage of a container.
     async fn stats(&self, id: &str) -> Result<ContainerStats>;
+
+    /// Network counters of a pod that has its own network namespace (`None` for pods on the
+    /// host network, whose traffic is the node's).
+    async fn pod_network(&self, _pod_uid: &str) -> Result<Option<Vec<InterfaceStats>>> {
+        Ok(None)
+    }
+
+    /// Bytes in the container's writable layer, when the runtime can tell.
+    async fn writable_layer_bytes(&self, _id: &str) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
+    /// The container's runtime name and cgroup path.
+    async fn identity(&self, id: &str) -> Result<ContainerIdentity> {
+        Ok(ContainerIdentity {
+            name: id.to_owned(),
+            cgroup: format!("/{id}"),
+        })
+    }
 }
 
 /// Labels every managed container carries (dockershim's names).

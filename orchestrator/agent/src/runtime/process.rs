@@ -21,8 +21,8 @@ use tokio::io::AsyncReadExt;
 
 use super::shim::{ExitRecord, ShimConfig, write_state};
 use super::{
-    ContainerConfig, ContainerInfo, ContainerState, ContainerStats, Error, ExecChunk, ExecSession,
-    PodRef, Result, Runtime, SandboxConfig, SandboxStatus,
+    ContainerConfig, ContainerIdentity, ContainerInfo, ContainerState, ContainerStats, Error,
+    ExecChunk, ExecSession, PodRef, Result, Runtime, SandboxConfig, SandboxStatus,
 };
 use crate::cgroups::Cgroups;
 use crate::logs::writer::Rotation;
@@ -512,12 +512,8 @@ impl Runtime for ProcessRuntime {
     }
 
     async fn stats(&self, id: &str) -> Result<ContainerStats> {
-        if let Some((cpu, working_set, rss)) = self.cgroups.usage(id) {
-            return Ok(ContainerStats {
-                cpu_usage_nanos: cpu,
-                memory_working_set_bytes: working_set,
-                memory_rss_bytes: rss,
-            });
+        if let Some(stats) = self.cgroups.usage(id) {
+            return Ok(stats);
         }
         // Without cgroups: the main process from procfs (children are not counted).
         let pid = self
@@ -530,14 +526,14 @@ impl Runtime for ProcessRuntime {
             .unwrap_or_default()
             .split_whitespace()
             .collect();
-        let ticks: u64 = fields
-            .get(11)
-            .and_then(|u| u.parse::<u64>().ok())
-            .unwrap_or(0)
-            + fields
-                .get(12)
-                .and_then(|s| s.parse::<u64>().ok())
-                .unwrap_or(0);
+        let field = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        // utime and stime, in USER_HZ (100 per second).
+        let (user, system) = (field(11) * 10_000_000, field(12) * 10_000_000);
         let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).map_err(other)?;
         let rss_pages: u64 = statm
             .split_whitespace()
@@ -546,9 +542,24 @@ impl Runtime for ProcessRuntime {
             .unwrap_or(0);
         let rss = rss_pages * 4096;
         Ok(ContainerStats {
-            cpu_usage_nanos: ticks * 10_000_000,
+            cpu_usage_nanos: user + system,
+            cpu_user_nanos: user,
+            cpu_system_nanos: system,
+            memory_usage_bytes: rss,
             memory_working_set_bytes: rss,
             memory_rss_bytes: rss,
+            ..ContainerStats::default()
+        })
+    }
+
+    async fn identity(&self, id: &str) -> Result<ContainerIdentity> {
+        let cgroup = match self.cgroups {
+            Cgroups::Unavailable => "/".to_owned(),
+            _ => format!("/skiff/{id}"),
+        };
+        Ok(ContainerIdentity {
+            name: id.to_owned(),
+            cgroup,
         })
     }
 }

@@ -1,9 +1,11 @@
 //! The agent's HTTPS server (kubelet's port 10250): `/healthz`, `/pods`, `/containerLogs/…`,
-//! `/exec/…`, `/stats/summary`. The API server proxies `pods/log` and `pods/exec` here; clients must present a
+//! `/exec/…`, `/stats/summary`, `/metrics`, `/metrics/resource`, `/metrics/cadvisor`. The API server proxies `pods/log` and `pods/exec` here; clients must present a
 //! certificate signed by the cluster CA when one is configured.
 
+mod cadvisor;
 mod exec;
 pub(crate) mod logs;
+mod resource_metrics;
 mod stats;
 
 use std::sync::Arc;
@@ -34,7 +36,14 @@ fn router(ctx: Arc<Ctx>) -> Router {
         )
         .route("/exec/{namespace}/{pod}/{container}", any(exec::exec))
         .route("/stats/summary", get(stats::summary))
+        .route("/metrics", get(own_metrics))
+        .route("/metrics/resource", get(resource_metrics::resource_metrics))
+        .route("/metrics/cadvisor", get(cadvisor::cadvisor))
         .with_state(ctx)
+}
+
+async fn own_metrics(State(ctx): State<Arc<Ctx>>, headers: axum::http::HeaderMap) -> Response {
+    skiff_telemetry::metrics_response(&ctx.registry, &headers)
 }
 
 async fn pods(State(ctx): State<Arc<Ctx>>) -> Response {

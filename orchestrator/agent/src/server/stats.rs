@@ -1,128 +1,120 @@
-//! `GET /stats/summary`: node and per-pod, per-container CPU and memory in the shape of kubelet's
-//! Summary API. `usageNanoCores` is the rate between this call and the previous sample of the
-//! same container (or node), so the first answer after a container starts has none.
+//! `GET /stats/summary`: the node, its pods and their containers in the shape of kubelet's
+//! Summary API (`stats/v1alpha1`), from the latest housekeeping snapshot. `usageNanoCores` is
+//! the rate between the last two samples, so it is absent for a container sampled once.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use crate::Ctx;
-use crate::runtime::ContainerState;
+use crate::runtime::InterfaceStats;
+use crate::stats::{ContainerSample, Snapshot};
 
-/// Previous CPU samples: key → (when, cumulative nanoseconds).
-fn samples() -> &'static Mutex<HashMap<String, (Timestamp, u64)>> {
-    static SAMPLES: OnceLock<Mutex<HashMap<String, (Timestamp, u64)>>> = OnceLock::new();
-    SAMPLES.get_or_init(|| Mutex::new(HashMap::new()))
+fn time(t: jiff::Timestamp) -> String {
+    skiff_api::time::format_rfc3339(t)
 }
 
-fn cpu(key: &str, now: Timestamp, total_nanos: u64) -> Value {
-    let mut map = samples().lock().expect("samples lock");
-    let rate = map.get(key).and_then(|(then, prev)| {
-        let dt = (now.as_nanosecond() - then.as_nanosecond()) as f64;
-        (dt > 0.0 && total_nanos >= *prev).then(|| ((total_nanos - prev) as f64 / dt * 1e9) as u64)
-    });
-    map.insert(key.to_owned(), (now, total_nanos));
-    let mut v =
-        json!({"time": skiff_api::time::format_rfc3339(now), "usageCoreNanoSeconds": total_nanos});
+fn cpu(at: jiff::Timestamp, cumulative: u64, rate: Option<u64>) -> Value {
+    let mut v = json!({"time": time(at), "usageCoreNanoSeconds": cumulative});
     if let Some(r) = rate {
         v["usageNanoCores"] = json!(r);
     }
     v
 }
 
-/// Cumulative CPU nanoseconds of the whole host, from /proc/stat.
-fn node_cpu_nanos() -> u64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let fields: Vec<u64> = stat
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal: busy = all but idle and iowait.
-    let busy: u64 = fields
+fn interfaces(at: jiff::Timestamp, list: &[InterfaceStats]) -> Value {
+    let items: Vec<Value> = list
         .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != 3 && *i != 4 && *i < 8)
-        .map(|(_, v)| v)
-        .sum();
-    busy * 10_000_000
+        .map(|i| {
+            json!({"name": i.name, "rxBytes": i.rx_bytes, "rxErrors": i.rx_errors,
+                   "txBytes": i.tx_bytes, "txErrors": i.tx_errors})
+        })
+        .collect();
+    let mut v = json!({"time": time(at), "interfaces": items});
+    // The default interface (eth0, else the first) is repeated at the top level, as kubelet does.
+    let default = list.iter().position(|i| i.name == "eth0").unwrap_or(0);
+    if let Some(first) = items.get(default) {
+        for (k, val) in first.as_object().into_iter().flatten() {
+            v[k] = val.clone();
+        }
+    }
+    v
 }
 
-fn meminfo(key: &str) -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(key)?
-                .trim_start_matches(':')
-                .split_whitespace()
-                .next()?
-                .parse::<u64>()
-                .ok()
+fn container(c: &ContainerSample) -> Value {
+    let mut v = json!({
+        "name": c.name,
+        "startTime": time(c.started_at),
+        "cpu": cpu(c.at, c.usage.cpu_usage_nanos, c.nano_cores),
+        "memory": {
+            "time": time(c.at),
+            "usageBytes": c.usage.memory_usage_bytes,
+            "workingSetBytes": c.usage.memory_working_set_bytes,
+            "rssBytes": c.usage.memory_rss_bytes,
+        },
+        "logs": {"time": time(c.at), "usedBytes": c.logs_bytes},
+    });
+    if c.memory_limit_bytes > 0 {
+        v["memory"]["availableBytes"] =
+            json!((c.memory_limit_bytes as u64).saturating_sub(c.usage.memory_working_set_bytes));
+    }
+    if let Some(rootfs) = c.rootfs_bytes {
+        v["rootfs"] = json!({"time": time(c.at), "usedBytes": rootfs});
+    }
+    v
+}
+
+/// The summary of one snapshot.
+pub(crate) fn render(s: &Snapshot, node_name: &str) -> Value {
+    let n = &s.node;
+    let mut node = json!({
+        "nodeName": node_name,
+        "cpu": cpu(n.at, n.cpu_nanos, n.nano_cores),
+        "memory": {"time": time(n.at), "availableBytes": n.memory_available,
+                   "usageBytes": n.memory_working_set, "workingSetBytes": n.memory_working_set},
+        "network": interfaces(n.at, &n.network),
+        "fs": {"time": time(n.at), "capacityBytes": n.fs_capacity,
+               "availableBytes": n.fs_available, "usedBytes": n.fs_used},
+    });
+    node["runtime"] = json!({"imageFs": node["fs"].clone()});
+    let pods: Vec<Value> = s
+        .pods
+        .iter()
+        .map(|p| {
+            let own: Vec<&ContainerSample> = s
+                .containers
+                .iter()
+                .filter(|c| c.pod.uid == p.pod.uid)
+                .collect();
+            let at = own.iter().map(|c| c.at).max().unwrap_or(n.at);
+            let sum = |f: fn(&ContainerSample) -> u64| own.iter().map(|c| f(c)).sum::<u64>();
+            let mut v = json!({
+                "podRef": {"name": p.pod.name, "namespace": p.pod.namespace, "uid": p.pod.uid},
+                "containers": own.iter().map(|c| container(c)).collect::<Vec<_>>(),
+                "cpu": cpu(at, sum(|c| c.usage.cpu_usage_nanos), p.nano_cores),
+                "memory": {"time": time(at), "usageBytes": sum(|c| c.usage.memory_usage_bytes),
+                           "workingSetBytes": sum(|c| c.usage.memory_working_set_bytes),
+                           "rssBytes": sum(|c| c.usage.memory_rss_bytes)},
+                "ephemeral-storage": {"time": time(at),
+                    "usedBytes": sum(|c| c.logs_bytes + c.rootfs_bytes.unwrap_or(0))},
+            });
+            if let Some(start) = p.start_time {
+                v["startTime"] = json!(time(start));
+            }
+            if let Some((at, list)) = &p.network {
+                v["network"] = interfaces(*at, list);
+            }
+            v
         })
-        .unwrap_or(0)
-        * 1024
+        .collect();
+    json!({"node": node, "pods": pods})
 }
 
 pub(crate) async fn summary(State(ctx): State<Arc<Ctx>>) -> Response {
-    let now = Timestamp::now();
-    let time = skiff_api::time::format_rfc3339(now);
-    let total = meminfo("MemTotal");
-    let available = meminfo("MemAvailable");
-    let node = json!({
-        "nodeName": ctx.config.node_name,
-        "cpu": cpu("node", now, node_cpu_nanos()),
-        "memory": {"time": time, "availableBytes": available, "usageBytes": total.saturating_sub(available),
-                   "workingSetBytes": total.saturating_sub(available)},
-    });
-    let containers = ctx.runtime.list_containers().await.unwrap_or_default();
-    let pods: Vec<Arc<k8s_openapi::api::core::v1::Pod>> = ctx
-        .pods
-        .read()
-        .expect("pods lock")
-        .values()
-        .cloned()
-        .collect();
-    let mut out = Vec::new();
-    for pod in pods {
-        let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let mut entries = Vec::new();
-        let (mut pod_cpu, mut pod_ws, mut pod_rss) = (0u64, 0u64, 0u64);
-        for c in containers.iter().filter(|c| c.pod.uid == uid) {
-            let ContainerState::Running { started_at } = c.state else {
-                continue;
-            };
-            let Ok(stats) = ctx.runtime.stats(&c.id).await else {
-                continue;
-            };
-            pod_cpu += stats.cpu_usage_nanos;
-            pod_ws += stats.memory_working_set_bytes;
-            pod_rss += stats.memory_rss_bytes;
-            entries.push(json!({
-                "name": c.name,
-                "startTime": skiff_api::time::format_rfc3339(started_at),
-                "cpu": cpu(&c.id, now, stats.cpu_usage_nanos),
-                "memory": {"time": time, "workingSetBytes": stats.memory_working_set_bytes,
-                           "usageBytes": stats.memory_working_set_bytes, "rssBytes": stats.memory_rss_bytes},
-            }));
-        }
-        out.push(json!({
-            "podRef": {"name": pod.metadata.name, "namespace": pod.metadata.namespace, "uid": uid},
-            "startTime": pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| skiff_api::time::format_rfc3339(t.0)),
-            "containers": entries,
-            "cpu": cpu(&format!("pod/{uid}"), now, pod_cpu),
-            "memory": {"time": time, "workingSetBytes": pod_ws, "usageBytes": pod_ws, "rssBytes": pod_rss},
-        }));
-    }
-    let body = json!({"node": node, "pods": out});
+    let body = render(&ctx.stats.snapshot(), &ctx.config.node_name);
     let mut r = (StatusCode::OK, body.to_string()).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -1,6 +1,7 @@
 //! Resource requests: one entry point resolves the path against the registry, picks the verb and
 //! counts the request; the verb handlers live in the sibling modules.
 
+mod node_proxy;
 mod patch;
 mod proxy;
 mod read;
@@ -130,6 +131,9 @@ async fn route(call: &Call, method: &Method, verb: &str) -> ApiResult<Response> 
         ("GET" | "POST", false, Some("exec")) => proxy::exec(call).await,
         (_, false, Some("proxy")) if t.info.plural == "services" => {
             service_proxy::service(call, method).await
+        }
+        (_, false, Some("proxy")) if t.info.plural == "nodes" => {
+            node_proxy::node(call, method).await
         }
         (_, false, Some("proxy" | "attach" | "portforward")) => {
             Err(ApiError::unavailable(format!(

@@ -69,6 +69,12 @@ async fn locate(call: &Call) -> ApiResult<(String, u16, String)> {
             "pod {name} does not have a host assigned"
         )));
     }
+    let (address, port) = node_address(call, node_name).await?;
+    Ok((address, port, container))
+}
+
+/// A node's InternalIP and agent port (`status.daemonEndpoints.kubeletEndpoint.Port`).
+pub(super) async fn node_address(call: &Call, node_name: &str) -> ApiResult<(String, u16)> {
     let nodes = call
         .state
         .registry()
@@ -91,10 +97,10 @@ async fn locate(call: &Call) -> ApiResult<(String, u16, String)> {
         .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
         .and_then(Value::as_u64)
         .unwrap_or(10250) as u16;
-    Ok((address, port, container))
+    Ok((address, port))
 }
 
-fn agent_error(status: StatusCode, text: String) -> ApiError {
+pub(super) fn agent_error(status: StatusCode, text: String) -> ApiError {
     match status {
         StatusCode::NOT_FOUND => ApiError::bad_request(text),
         s if s.is_client_error() => ApiError::bad_request(text),
@@ -144,7 +150,7 @@ pub(super) async fn log(call: &Call) -> ApiResult<Response> {
     })?;
     let request = Request::get(&path)
         .header(header::HOST, &host)
-        .body(Empty::new())
+        .body(Empty::<bytes::Bytes>::new())
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let response = sender
         .send_request(request)
@@ -196,7 +202,7 @@ pub(super) async fn exec(call: &Call) -> ApiResult<Response> {
         }
     }
     let request = request
-        .body(Empty::new())
+        .body(Empty::<bytes::Bytes>::new())
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let mut sender = kubelet.connect(&host, port).await.map_err(|e| {
         ApiError::internal(format!(

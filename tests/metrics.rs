@@ -1,0 +1,231 @@
+//! The metrics pipeline end to end: the agent's usage endpoints reached through the API
+//! server's `nodes/proxy` (as `kubectl get --raw` and Prometheus do) on both runtimes, in
+//! kubelet's and cAdvisor's formats, clean under `promtool check metrics`.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use skiff_e2e::{Cluster, bin_dir, docker_test_images, wait_for};
+
+const WEB: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: web, labels: {app: web}}
+spec:
+  containers:
+  - name: app
+    image: skiff-testapp:e2e
+    args: [serve, --port, "8080"]
+    resources:
+      requests: {cpu: 100m, memory: 32Mi}
+      limits: {cpu: 500m, memory: 128Mi}
+"#;
+
+/// `promtool check metrics` on an exposition; promtool comes with Debian's prometheus package,
+/// which `.ci/run` installs.
+#[track_caller]
+fn promtool_check(what: &str, text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs (install Debian's prometheus package)");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed for {what}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn raw(cluster: &Cluster, path: &str) -> String {
+    let run = cluster.kubectl(&["get", "--raw", path]);
+    assert_eq!(run.code, 0, "kubectl get --raw {path}: {}", run.all());
+    run.stdout
+}
+
+/// The samples of `name` whose label set contains every `labels` pair: (labels text, value,
+/// timestamp).
+fn samples(text: &str, name: &str, labels: &[(&str, &str)]) -> Vec<(String, f64, Option<i64>)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, rest) = l.split_once(' ')?;
+            let (n, set) = series.split_once('{').unwrap_or((series, "}"));
+            if n != name {
+                return None;
+            }
+            let matches = labels
+                .iter()
+                .all(|(k, v)| set.contains(&format!("{k}=\"{v}\"")));
+            let mut parts = rest.split_whitespace();
+            let value = parts.next()?.parse().ok()?;
+            let ts = parts.next().and_then(|t| t.parse().ok());
+            matches.then(|| (set.trim_end_matches('}').to_owned(), value, ts))
+        })
+        .collect()
+}
+
+fn usage_scenario(runtime: &str) {
+    let testapp = bin_dir().join("skiff-testapp").display().to_string();
+    let alias = format!("skiff-testapp={testapp}");
+    let cluster = Cluster::start_with(&[
+        "--runtime",
+        runtime,
+        "--image-alias",
+        &alias,
+        "--housekeeping-interval-secs",
+        "1",
+    ])
+    .expect("skiffd starts");
+    let node = cluster.node.clone();
+    cluster
+        .kubectl_in(&["apply", "-f", "-"], Some(WEB))
+        .expect_ok("pod/web created");
+    cluster
+        .kubectl(&["wait", "--for=condition=Ready", "pod/web", "--timeout=60s"])
+        .expect_ok("condition met");
+
+    let proxy = format!("/api/v1/nodes/{node}/proxy");
+    let me = [
+        ("container", "app"),
+        ("namespace", "default"),
+        ("pod", "web"),
+    ];
+    // Two samples of the container, so rates exist.
+    let resource = wait_for(Duration::from_secs(30), "two samples of web", || {
+        let text = raw(&cluster, &format!("{proxy}/metrics/resource"));
+        let summary: serde_json::Value =
+            serde_json::from_str(&raw(&cluster, &format!("{proxy}/stats/summary"))).ok()?;
+        let pod = summary["pods"]
+            .as_array()?
+            .iter()
+            .find(|p| p["podRef"]["name"] == "web")?
+            .clone();
+        pod["containers"][0]["cpu"]["usageNanoCores"]
+            .is_u64()
+            .then_some((text, pod))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log()));
+    let (resource, pod) = resource;
+
+    // /metrics/resource: kubelet's names, labels and a timestamp on every container sample.
+    promtool_check("/metrics/resource", &resource);
+    for name in [
+        "container_cpu_usage_seconds_total",
+        "container_memory_working_set_bytes",
+        "container_start_time_seconds",
+    ] {
+        let s = samples(&resource, name, &me);
+        assert_eq!(s.len(), 1, "{name} for web in:\n{resource}");
+        assert!(s[0].1 > 0.0, "{name} = {}", s[0].1);
+        let ts = s[0].2.expect("a timestamp");
+        let now = jiff::Timestamp::now().as_millisecond();
+        assert!(
+            (now - ts).abs() < 60_000,
+            "{name} timestamp {ts} vs now {now}"
+        );
+    }
+    for name in [
+        "node_cpu_usage_seconds_total",
+        "node_memory_working_set_bytes",
+    ] {
+        let s = samples(&resource, name, &[]);
+        assert!(
+            s.len() == 1 && s[0].1 > 0.0 && s[0].2.is_some(),
+            "{name}: {s:?}"
+        );
+    }
+    assert_eq!(samples(&resource, "resource_scrape_error", &[])[0].1, 0.0);
+
+    // /stats/summary: the pod, its container with a CPU rate and a working set.
+    assert_eq!(pod["podRef"]["namespace"], "default");
+    let c = &pod["containers"][0];
+    assert_eq!(c["name"], "app");
+    assert!(c["memory"]["workingSetBytes"].as_u64().unwrap() > 0, "{c}");
+    assert!(c["logs"]["usedBytes"].is_u64(), "{c}");
+    assert!(
+        c["memory"]["availableBytes"].as_u64().unwrap() <= 128 << 20,
+        "{c}"
+    );
+
+    // /metrics/cadvisor: cAdvisor's names and labels; image and name are set for app containers.
+    let cadvisor = raw(&cluster, &format!("{proxy}/metrics/cadvisor"));
+    promtool_check("/metrics/cadvisor", &cadvisor);
+    let ws = samples(&cadvisor, "container_memory_working_set_bytes", &me);
+    assert_eq!(ws.len(), 1, "{cadvisor}");
+    assert!(
+        ws[0].0.contains("image=\"skiff-testapp:e2e\""),
+        "{}",
+        ws[0].0
+    );
+    assert!(!ws[0].0.contains("name=\"\""), "{}", ws[0].0);
+    assert!(!ws[0].0.contains("id=\"\""), "{}", ws[0].0);
+    let limit = samples(&cadvisor, "container_spec_memory_limit_bytes", &me);
+    assert_eq!(limit[0].1, (128u64 << 20) as f64);
+    let quota = samples(&cadvisor, "container_spec_cpu_quota", &me);
+    assert_eq!(quota[0].1, 50_000.0, "500m of a 100 ms period");
+    assert!(
+        !samples(
+            &cadvisor,
+            "container_cpu_usage_seconds_total",
+            &[("id", "/")]
+        )
+        .is_empty()
+    );
+    assert!(samples(&cadvisor, "machine_cpu_cores", &[])[0].1 >= 1.0);
+    if runtime == "docker" {
+        // The pod has its own network namespace: per-pod counters, container="".
+        let rx = samples(
+            &cadvisor,
+            "container_network_receive_bytes_total",
+            &[("pod", "web"), ("container", ""), ("interface", "eth0")],
+        );
+        assert_eq!(rx.len(), 1, "{cadvisor}");
+    }
+
+    // /metrics: the agent's own series with kubelet's names.
+    let own = raw(&cluster, &format!("{proxy}/metrics"));
+    promtool_check("/metrics", &own);
+    assert!(
+        own.contains(&format!("kubelet_node_name{{node=\"{node}\"}} 1")),
+        "{own}"
+    );
+    assert!(samples(&own, "kubelet_running_pods", &[])[0].1 >= 1.0);
+    assert!(
+        samples(
+            &own,
+            "kubelet_runtime_operations_total",
+            &[("operation_type", "start_container")]
+        )[0]
+        .1 >= 1.0
+    );
+    assert!(samples(&own, "kubelet_pod_start_duration_seconds_count", &[])[0].1 >= 1.0);
+    assert!(samples(&own, "process_resident_memory_bytes", &[])[0].1 > 0.0);
+
+    // The node name may carry the agent port; a node that does not exist is a 404 Status.
+    let bad = cluster.kubectl(&["get", "--raw", "/api/v1/nodes/nope/proxy/metrics"]);
+    assert_ne!(bad.code, 0);
+    assert!(bad.all().contains("not found"), "{}", bad.all());
+}
+
+#[test]
+fn usage_endpoints_with_the_process_runtime() {
+    usage_scenario("process");
+}
+
+#[test]
+fn usage_endpoints_with_the_docker_runtime() {
+    docker_test_images().expect("test images import into Docker");
+    usage_scenario("docker");
+}
