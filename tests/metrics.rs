@@ -229,3 +229,138 @@ fn usage_endpoints_with_the_docker_runtime() {
     docker_test_images().expect("test images import into Docker");
     usage_scenario("docker");
 }
+
+/// `kubectl top` output rows (after the header), split on whitespace.
+fn top_rows(out: &str) -> Vec<Vec<String>> {
+    out.lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().map(str::to_owned).collect())
+        .collect()
+}
+
+#[test]
+fn metrics_server_serves_kubectl_top_and_survives_a_lost_node() {
+    let cluster = Cluster::start_with(&[
+        "--image-alias",
+        &format!(
+            "skiff-testapp={}",
+            bin_dir().join("skiff-testapp").display()
+        ),
+        "--housekeeping-interval-secs",
+        "1",
+        "--metric-resolution",
+        "2s",
+    ])
+    .expect("skiffd starts");
+    let node = cluster.node.clone();
+    // A second node, to be killed later.
+    let second = format!("{node}-b");
+    let kubeconfig = cluster.kubeconfig.display().to_string();
+    let mut agent = skiff_e2e::Agent::start(&["--kubeconfig".into(), kubeconfig], &second);
+    cluster
+        .kubectl_in(&["apply", "-f", "-"], Some(WEB))
+        .expect_ok("pod/web created");
+    cluster
+        .kubectl(&["wait", "--for=condition=Ready", "pod/web", "--timeout=60s"])
+        .expect_ok("condition met");
+
+    // The APIService is Available and the group is in discovery.
+    let apiservice = wait_for(Duration::from_secs(30), "APIService Available", || {
+        let run = cluster.kubectl(&["get", "apiservice", "v1beta1.metrics.k8s.io"]);
+        run.stdout.contains("True").then_some(run.stdout)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log()));
+    assert!(
+        apiservice.contains("kube-system/metrics-server"),
+        "{apiservice}"
+    );
+    cluster
+        .kubectl(&["api-resources", "--api-group=metrics.k8s.io"])
+        .expect_ok(r"(?m)^nodes +metrics\.k8s\.io/v1beta1 +false +NodeMetrics")
+        .expect_ok(r"(?m)^pods +metrics\.k8s\.io/v1beta1 +true +PodMetrics");
+
+    // kubectl top nodes: both nodes with CPU and memory.
+    let rows = wait_for(Duration::from_secs(60), "both nodes in kubectl top", || {
+        let run = cluster.kubectl(&["top", "nodes"]);
+        let rows = top_rows(&run.stdout);
+        (run.code == 0
+            && rows.len() == 2
+            && rows
+                .iter()
+                .all(|r| r[1].ends_with('m') || r[1].parse::<u32>().is_ok()))
+        .then_some(rows)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.kubectl(&["top", "nodes"]).all()));
+    let names: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    assert!(
+        names.contains(&node.as_str()) && names.contains(&second.as_str()),
+        "{rows:?}"
+    );
+    for r in &rows {
+        assert!(r[3].ends_with("Mi"), "memory column {r:?}");
+        assert!(r[2].ends_with('%') && r[4].ends_with('%'), "{r:?}");
+    }
+
+    // kubectl top pods, with a label selector and per container.
+    let rows = wait_for(Duration::from_secs(60), "web in kubectl top pods", || {
+        let run = cluster.kubectl(&["top", "pods", "-l", "app=web"]);
+        let rows = top_rows(&run.stdout);
+        (run.code == 0 && rows.len() == 1).then_some(rows)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.kubectl(&["top", "pods"]).all()));
+    assert_eq!(rows[0][0], "web");
+    assert!(rows[0][1].ends_with('m'), "{rows:?}");
+    assert!(rows[0][2].ends_with("Mi"), "{rows:?}");
+    cluster
+        .kubectl(&["top", "pods", "--containers", "-A"])
+        .expect_ok(r"(?m)^default +web +app +\d+m +\d+Mi");
+    cluster
+        .kubectl(&["top", "pods", "-l", "app=nothing"])
+        .expect_ok("No resources found");
+
+    // The raw API: shapes, and Status errors.
+    let pod: serde_json::Value = serde_json::from_str(
+        &cluster
+            .kubectl(&[
+                "get",
+                "--raw",
+                "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/web",
+            ])
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(pod["kind"], "PodMetrics");
+    assert_eq!(pod["metadata"]["labels"]["app"], "web");
+    assert!(pod["window"].as_str().unwrap().ends_with('s'), "{pod}");
+    assert!(pod["containers"][0]["usage"]["cpu"].is_string(), "{pod}");
+    cluster
+        .kubectl(&["get", "--raw", "/apis/metrics.k8s.io/v1beta1/nodes/nope"])
+        .expect_fail(1, "NotFound|not found");
+
+    // Kill the second node's agent: the server keeps serving the first and drops the other.
+    agent.kill9();
+    let rows = wait_for(
+        Duration::from_secs(60),
+        "the lost node gone from kubectl top",
+        || {
+            let run = cluster.kubectl(&["top", "nodes"]);
+            let rows = top_rows(&run.stdout);
+            let lost = rows.iter().find(|r| r[0] == second)?;
+            (lost[1] == "<unknown>").then_some(rows)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.kubectl(&["top", "nodes"]).all()));
+    let live = rows
+        .iter()
+        .find(|r| r[0] == node)
+        .expect("first node listed");
+    assert!(live[1].ends_with('m'), "{rows:?}");
+    let log = cluster.log();
+    assert!(
+        log.contains("scraping the node failed"),
+        "the failure is logged"
+    );
+    cluster
+        .kubectl(&["top", "pods", "-l", "app=web"])
+        .expect_ok(r"(?m)^web +\d+m");
+}

@@ -238,6 +238,10 @@ impl Cluster {
         if !given("--search-port") {
             defaults.push("--disable-log-pipeline".into());
         }
+        // Many clusters run at once: the metrics server takes a free port unless a test fixes one.
+        if !given("--metrics-server-port") {
+            defaults.extend(["--metrics-server-port".into(), "0".into()]);
+        }
         let logs = self.dir.path().join("logs");
         defaults.extend([
             "--agent-port".into(),

@@ -260,6 +260,14 @@ const BUILTIN: &[Def] = &[
     .subs(&["status"]),
     def("coordination.k8s.io", &["v1"], "Lease", "leases", true),
     def(
+        "apiregistration.k8s.io",
+        &["v1"],
+        "APIService",
+        "apiservices",
+        false,
+    )
+    .subs(&["status"]),
+    def(
         "certificates.k8s.io",
         &["v1"],
         "CertificateSigningRequest",

@@ -59,6 +59,9 @@ pub fn decode(
         ("", "v1", "PersistentVolumeClaim") => round_trip::<core::PersistentVolumeClaim>(input)?,
         ("", "v1", "Binding") => round_trip::<core::Binding>(input)?,
         ("coordination.k8s.io", "v1", "Lease") => round_trip::<coord::Lease>(input)?,
+        ("apiregistration.k8s.io", "v1", "APIService") => round_trip::<
+            k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService,
+        >(input)?,
         ("certificates.k8s.io", "v1", "CertificateSigningRequest") => {
             round_trip::<api::certificates::v1::CertificateSigningRequest>(input)?
         }

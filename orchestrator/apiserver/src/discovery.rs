@@ -107,18 +107,29 @@ fn api_group(group: &str, versions: &[String]) -> Value {
     json!({"name": group, "versions": versions, "preferredVersion": versions[0]})
 }
 
-/// `GET /apis`.
+/// `GET /apis`: the built-in groups, then those APIServices hand to other servers.
 pub(crate) async fn apis(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if wants_aggregated(&headers) {
-        return aggregated_response(&aggregated_list(state.registry(), false));
+        let mut list = aggregated_list(state.registry(), false);
+        let extra = crate::aggregator::discovery_items(&state).await;
+        if let Some(items) = list["items"].as_array_mut() {
+            items.extend(extra);
+        }
+        return aggregated_response(&list);
     }
-    let groups: Vec<Value> = state
+    let mut groups: Vec<Value> = state
         .registry()
         .group_versions()
         .into_iter()
         .filter(|(g, _)| !g.is_empty())
         .map(|(g, v)| api_group(&g, &v))
         .collect();
+    groups.extend(
+        crate::aggregator::group_versions(&state)
+            .await
+            .into_iter()
+            .map(|(g, v)| api_group(&g, &v)),
+    );
     json_response(
         StatusCode::OK,
         &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}),
@@ -140,7 +151,19 @@ pub(crate) async fn group(State(state): State<AppState>, Path(group): Path<Strin
             body["apiVersion"] = json!("v1");
             json_response(StatusCode::OK, &body, &[])
         }
-        None => ApiError::path_not_found().into_response(),
+        None => match crate::aggregator::group_versions(&state)
+            .await
+            .into_iter()
+            .find(|(g, _)| *g == group)
+        {
+            Some((g, v)) => {
+                let mut body = api_group(&g, &v);
+                body["kind"] = json!("APIGroup");
+                body["apiVersion"] = json!("v1");
+                json_response(StatusCode::OK, &body, &[])
+            }
+            None => ApiError::path_not_found().into_response(),
+        },
     }
 }
 
@@ -193,10 +216,14 @@ pub(crate) async fn core_resources(State(state): State<AppState>) -> Response {
 pub(crate) async fn group_resources(
     State(state): State<AppState>,
     Path((group, version)): Path<(String, String)>,
+    request: axum::extract::Request,
 ) -> Response {
     match resource_list(state.registry(), &group, &version) {
         Some(list) => json_response(StatusCode::OK, &list, &[]),
-        None => ApiError::path_not_found().into_response(),
+        None => match crate::aggregator::backend(&state, &group, &version).await {
+            Some(backend) => crate::handlers::aggregated(&state, &backend, request).await,
+            None => ApiError::path_not_found().into_response(),
+        },
     }
 }
 

@@ -5,6 +5,7 @@
 //! [`skiff_store::Store`]; see docs/ARCHITECTURE.md for the request path.
 
 mod admission;
+mod aggregator;
 mod auth;
 mod authz;
 mod bootstrap;
@@ -224,6 +225,10 @@ pub async fn start(
         app.clone(),
         shutdown.clone(),
     ))];
+    tasks.push(tokio::spawn(aggregator::availability(
+        state.clone(),
+        shutdown.clone(),
+    )));
     let mut insecure_url = None;
     if let Some(p) = config.insecure_port {
         let insecure = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], p))).await?;

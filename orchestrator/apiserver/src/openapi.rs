@@ -61,6 +61,9 @@ fn add_kind(
         ("", "v1", "PersistentVolumeClaim") => schema_name::<core::PersistentVolumeClaim>(g),
         ("", "v1", "Binding") => schema_name::<core::Binding>(g),
         ("coordination.k8s.io", "v1", "Lease") => schema_name::<coord::Lease>(g),
+        ("apiregistration.k8s.io", "v1", "APIService") => schema_name::<
+            k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService,
+        >(g),
         ("certificates.k8s.io", "v1", "CertificateSigningRequest") => {
             schema_name::<api::certificates::v1::CertificateSigningRequest>(g)
         }

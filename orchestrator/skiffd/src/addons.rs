@@ -1,10 +1,11 @@
 //! Objects `skiffd up` keeps in the cluster, as k3s applies its packaged manifests: the log
-//! collector DaemonSet (`deploy/addons/log-collector.yaml`) and the `skiff-search` Service with
-//! its Endpoints. Applied with server-side apply at
+//! collector DaemonSet (`deploy/addons/log-collector.yaml`), the `skiff-search` Service with
+//! its Endpoints, and the `metrics-server` Service, Endpoints and APIService. Applied with server-side apply at
 //! every start, so an upgrade rolls the new image out and a user's extra fields survive.
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 
@@ -19,18 +20,17 @@ pub(crate) fn log_collector(search_url: &str) -> anyhow::Result<DaemonSet> {
     Ok(serde_norway::from_str(&yaml)?)
 }
 
-/// The `kube-system/skiff-search` Service and its Endpoints (the search service on this
-/// machine's loopback), so clients reach it through the API server's service proxy:
-/// `/api/v1/namespaces/kube-system/services/skiff-search:http/proxy/...`.
-pub(crate) fn search_service(port: u16) -> anyhow::Result<(Service, Endpoints)> {
+/// A headless `kube-system` Service and its Endpoints for a server on this machine's loopback,
+/// so clients reach it through the API server (service proxy, aggregation).
+fn loopback_service(name: &str, port: u16) -> anyhow::Result<(Service, Endpoints)> {
     let labels = serde_json::json!({
-        "app.kubernetes.io/name": "skiff-search",
+        "app.kubernetes.io/name": name,
         "app.kubernetes.io/part-of": "skiff",
     });
     let service = serde_json::from_value(serde_json::json!({
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": "skiff-search", "namespace": "kube-system", "labels": labels},
+        "metadata": {"name": name, "namespace": "kube-system", "labels": labels},
         "spec": {
             "type": "ClusterIP",
             "clusterIP": "None",
@@ -40,13 +40,39 @@ pub(crate) fn search_service(port: u16) -> anyhow::Result<(Service, Endpoints)> 
     let endpoints = serde_json::from_value(serde_json::json!({
         "apiVersion": "v1",
         "kind": "Endpoints",
-        "metadata": {"name": "skiff-search", "namespace": "kube-system", "labels": labels},
+        "metadata": {"name": name, "namespace": "kube-system", "labels": labels},
         "subsets": [{
             "addresses": [{"ip": "127.0.0.1"}],
             "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
         }],
     }))?;
     Ok((service, endpoints))
+}
+
+/// The `kube-system/skiff-search` Service and its Endpoints (the search service on this
+/// machine's loopback), so clients reach it through the API server's service proxy:
+/// `/api/v1/namespaces/kube-system/services/skiff-search:http/proxy/...`.
+pub(crate) fn search_service(port: u16) -> anyhow::Result<(Service, Endpoints)> {
+    loopback_service("skiff-search", port)
+}
+
+/// The APIService handing `metrics.k8s.io/v1beta1` to `kube-system/metrics-server`, with the
+/// priorities metrics-server's manifest uses.
+pub(crate) fn metrics_apiservice() -> anyhow::Result<APIService> {
+    Ok(serde_json::from_value(serde_json::json!({
+        "apiVersion": "apiregistration.k8s.io/v1",
+        "kind": "APIService",
+        "metadata": {"name": "v1beta1.metrics.k8s.io",
+                     "labels": {"app.kubernetes.io/name": "metrics-server", "app.kubernetes.io/part-of": "skiff"}},
+        "spec": {
+            "group": "metrics.k8s.io",
+            "version": "v1beta1",
+            "service": {"namespace": "kube-system", "name": "metrics-server"},
+            "insecureSkipTLSVerify": true,
+            "groupPriorityMinimum": 100,
+            "versionPriority": 100,
+        },
+    }))?)
 }
 
 /// Server-side apply `obj` as `name`, retrying while the API server is still starting.
@@ -94,6 +120,33 @@ pub(crate) async fn apply(
         Api::<DaemonSet>::namespaced(client, "kube-system"),
         "skiff-log-collector",
         &ds,
+    )
+    .await
+}
+
+/// Publish the metrics server listening at `addr` on this machine: its Service, Endpoints and
+/// the APIService for `metrics.k8s.io`.
+pub(crate) async fn apply_metrics_server(
+    client: kube::Client,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<()> {
+    let (service, endpoints) = loopback_service("metrics-server", addr.port())?;
+    apply_one(
+        Api::<Service>::namespaced(client.clone(), "kube-system"),
+        "metrics-server",
+        &service,
+    )
+    .await?;
+    apply_one(
+        Api::<Endpoints>::namespaced(client.clone(), "kube-system"),
+        "metrics-server",
+        &endpoints,
+    )
+    .await?;
+    apply_one(
+        Api::<APIService>::all(client),
+        "v1beta1.metrics.k8s.io",
+        &metrics_apiservice()?,
     )
     .await
 }

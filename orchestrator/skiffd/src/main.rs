@@ -8,6 +8,7 @@ mod control;
 mod fake_nodes;
 mod join;
 mod log_collector;
+mod metrics_server;
 mod search;
 mod token;
 mod up;
@@ -48,6 +49,9 @@ enum Command {
     LogCollector(log_collector::LogCollectorArgs),
     /// Run the log search service (tantivy index, native and Loki-compatible HTTP API).
     Search(search::SearchArgs),
+    /// Run the metrics server (scrapes node agents, serves metrics.k8s.io for kubectl top and
+    /// the HPA).
+    MetricsServer(metrics_server::MetricsServerArgs),
     /// Manage bootstrap tokens that let new nodes join.
     Token(token::TokenArgs),
     /// Supervise one process-runtime container (started by the agent, not by hand).
@@ -103,6 +107,7 @@ fn main() -> anyhow::Result<()> {
         Command::FakeNodes(args) => runtime.block_on(fake_nodes::run(args)),
         Command::LogCollector(args) => runtime.block_on(log_collector::run(args)),
         Command::Search(args) => runtime.block_on(search::run(args)),
+        Command::MetricsServer(args) => runtime.block_on(metrics_server::run(args)),
         Command::Token(args) => runtime.block_on(token::run(args)),
         Command::ContainerShim { .. } => unreachable!("handled before the runtime starts"),
     }

@@ -68,6 +68,15 @@ pub(crate) struct UpArgs {
     /// Run neither the log search service nor the log collector DaemonSet.
     #[arg(long)]
     disable_log_pipeline: bool,
+    /// Port of the metrics server (metrics.k8s.io) on 127.0.0.1 (0 = pick a free port).
+    #[arg(long, default_value_t = 4443)]
+    metrics_server_port: u16,
+    /// How often the metrics server scrapes every node.
+    #[arg(long, default_value = "15s", value_parser = crate::control::parse_duration)]
+    metric_resolution: Duration,
+    /// Do not run the metrics server (no `kubectl top`, no resource-metric autoscaling).
+    #[arg(long)]
+    disable_metrics_server: bool,
     /// Do not run the scheduler in this process (run `skiffd scheduler` elsewhere).
     #[arg(long)]
     disable_scheduler: bool,
@@ -191,6 +200,34 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
             .context("applying the log pipeline addons")?;
         search = Some((server, url));
     }
+    // The metrics server, scraping every node's agent with a client certificate of the cluster.
+    let mut metrics_server = None;
+    if !args.disable_metrics_server {
+        let client_cert = pki.client_certificate("system:metrics-server", &[])?;
+        let tls = skiff_metrics_server::KubeletTls {
+            ca_pem: Some(pki.ca.cert_pem.clone()),
+            cert_pem: Some(client_cert.cert_pem.clone()),
+            key_pem: Some(client_cert.key_pem.clone()),
+            insecure: false,
+        };
+        let mut config = skiff_metrics_server::Config::new(
+            std::net::SocketAddr::from(([127, 0, 0, 1], args.metrics_server_port)),
+            tls,
+        );
+        config.resolution = args.metric_resolution.max(Duration::from_secs(1));
+        let server = skiff_metrics_server::start(
+            config,
+            admin.clone(),
+            prometheus_client::registry::Registry::default(),
+            shutdown.clone(),
+        )
+        .await
+        .context("starting the metrics server")?;
+        crate::addons::apply_metrics_server(admin.clone(), server.addr)
+            .await
+            .context("publishing the metrics server")?;
+        metrics_server = Some(server);
+    }
     // A stable identity per data dir: after a crash, the restarted daemon finds the Lease still
     // held by itself and carries on at once instead of waiting out the lease duration.
     let identity = stable_identity(&data_dir.join("leader-identity"))?;
@@ -274,6 +311,7 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
         "agent": agent.as_ref().map(|a| a.url.clone()),
         "runtime": agent.as_ref().map(|a| a.runtime),
         "search": search.as_ref().map(|s| s.1.clone()),
+        "metricsServer": metrics_server.as_ref().map(|s| format!("http://{}", s.addr)),
         "metrics": {"apiserver": format!("{}/metrics", apiserver.url)},
     });
     let endpoints_path = data_dir.join("endpoints.json");
@@ -297,6 +335,9 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
         agent.wait().await;
     }
     if let Some((server, _)) = search {
+        server.wait().await;
+    }
+    if let Some(server) = metrics_server {
         server.wait().await;
     }
     apiserver.wait().await;

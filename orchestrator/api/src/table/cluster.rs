@@ -76,6 +76,12 @@ pub(super) fn cells(
             json!(str_at(o, "/spec/volumeMode")),
         ],
         "Lease" => vec![name, json!(str_at(o, "/spec/holderIdentity")), created],
+        "APIService" => vec![
+            name,
+            json!(apiservice_backend(o)),
+            json!(apiservice_available(o)),
+            created,
+        ],
         "CertificateSigningRequest" => vec![
             name,
             created,
@@ -368,6 +374,34 @@ fn access_modes(modes: Option<&Value>) -> String {
         })
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// `kube-system/metrics-server`, or `Local` for a group the API server serves itself.
+fn apiservice_backend(o: &Value) -> String {
+    match (
+        str_at(o, "/spec/service/namespace"),
+        str_at(o, "/spec/service/name"),
+    ) {
+        ("", _) | (_, "") => "Local".into(),
+        (ns, name) => format!("{ns}/{name}"),
+    }
+}
+
+/// kubectl's AVAILABLE column: `True`, or `False (Reason)`, or `Unknown`.
+fn apiservice_available(o: &Value) -> String {
+    let available = o
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|c| c.iter().find(|c| c["type"] == "Available"));
+    match available {
+        Some(c) if c["status"] == "True" => "True".into(),
+        Some(c) => format!(
+            "{} ({})",
+            c["status"].as_str().unwrap_or("Unknown"),
+            c["reason"].as_str().unwrap_or("")
+        ),
+        None => "Unknown".into(),
+    }
 }
 
 #[cfg(test)]

@@ -209,6 +209,7 @@ pub fn columns(kind: &str) -> Vec<Column> {
             w("VolumeMode"),
         ],
         "Lease" => vec![NAME, s("Holder"), AGE],
+        "APIService" => vec![NAME, s("Service"), s("Available"), AGE],
         "CertificateSigningRequest" => vec![
             NAME,
             AGE,
@@ -368,6 +369,7 @@ mod tests {
             "PersistentVolume",
             "PersistentVolumeClaim",
             "Lease",
+            "APIService",
             "CertificateSigningRequest",
             "Role",
             "ClusterRole",

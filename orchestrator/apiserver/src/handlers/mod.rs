@@ -6,7 +6,7 @@ mod patch;
 mod proxy;
 mod read;
 mod reviews;
-mod service_proxy;
+pub(crate) mod service_proxy;
 mod subresources;
 mod watch;
 mod write;
@@ -58,7 +58,38 @@ pub(crate) async fn grouped(
     request: Request,
 ) -> Response {
     let identity = identity.map(|Extension(i)| i);
+    if state
+        .registry()
+        .in_group_version(&group, &version)
+        .next()
+        .is_none()
+        && let Some(backend) = crate::aggregator::backend(&state, &group, &version).await
+    {
+        return aggregated(&state, &backend, request).await;
+    }
     dispatch(state, identity, (&group, &version, &rest), request).await
+}
+
+/// Pass a request for an aggregated group/version to the Service an APIService names.
+pub(crate) async fn aggregated(
+    state: &AppState,
+    backend: &crate::aggregator::Backend,
+    request: Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, state.serving().max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => {
+            return ApiError::bad_request(format!("reading the request body: {e}")).into_response();
+        }
+    };
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
+    crate::aggregator::proxy(state, backend, &parts.method, &path, &parts.headers, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn dispatch(

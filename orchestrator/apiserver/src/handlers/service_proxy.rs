@@ -65,14 +65,46 @@ const FORWARDED: [header::HeaderName; 9] = [
 
 pub(super) async fn service(call: &Call, method: &Method) -> ApiResult<Response> {
     let t = &call.target;
-    let ns = t.namespace.as_deref();
+    let ns = t.namespace.as_deref().unwrap_or_default();
     let (scheme, name, port) = parse_name(t.name.as_deref().unwrap_or_default())?;
     if scheme != "http" {
         return Err(ApiError::unavailable(format!(
             "only http services can be proxied, not {scheme}"
         )));
     }
-    let svc = Objects::new(&call.state, &t.info).get(ns, name).await?;
+    let (host, port) = resolve(&call.state, ns, name, port).await?;
+    let mut path = format!("/{}", t.rest.as_deref().unwrap_or(""));
+    if let Some(q) = call.raw_query.as_deref().filter(|q| !q.is_empty()) {
+        path.push('?');
+        path.push_str(q);
+    }
+    let upgrade = call.upgrade.lock().expect("upgrade lock").take();
+    forward(
+        &host,
+        port,
+        method,
+        &path,
+        &call.headers,
+        call.body.clone(),
+        upgrade,
+    )
+    .await
+}
+
+/// The address behind a Service port (by name or number; the first port when `None`), from
+/// the Service's Endpoints.
+pub(crate) async fn resolve(
+    state: &crate::state::AppState,
+    ns: &str,
+    name: &str,
+    port: Option<&str>,
+) -> ApiResult<(String, u16)> {
+    let registry = state.registry();
+    let services = registry
+        .get("", "v1", "services")
+        .expect("registered")
+        .clone();
+    let svc = Objects::new(state, &services).get(Some(ns), name).await?;
     let ports = svc
         .pointer("/spec/ports")
         .and_then(Value::as_array)
@@ -92,44 +124,49 @@ pub(super) async fn service(call: &Call, method: &Method) -> ApiResult<Response>
         ))
     })?;
     let port_name = chosen["name"].as_str().unwrap_or("").to_owned();
-    let info = call
-        .state
-        .registry()
+    let info = registry
         .get("", "v1", "endpoints")
         .expect("registered")
         .clone();
-    let endpoints = Objects::new(&call.state, &info)
-        .get(ns, name)
+    let endpoints = Objects::new(state, &info)
+        .get(Some(ns), name)
         .await
         .map_err(|_| {
             ApiError::unavailable(format!("no endpoints available for service \"{name}\""))
         })?;
-    let (host, port) = endpoint(&endpoints, &port_name).ok_or_else(|| {
+    endpoint(&endpoints, &port_name).ok_or_else(|| {
         ApiError::unavailable(format!("no endpoints available for service \"{name}\""))
-    })?;
+    })
+}
 
-    let mut path = format!("/{}", t.rest.as_deref().unwrap_or(""));
-    if let Some(q) = call.raw_query.as_deref().filter(|q| !q.is_empty()) {
-        path.push('?');
-        path.push_str(q);
-    }
+/// Send a request to `host:port` over plain HTTP and stream the answer back; an upgrade the
+/// service accepts is joined to the client's connection.
+pub(crate) async fn forward(
+    host: &str,
+    port: u16,
+    method: &Method,
+    path: &str,
+    headers: &axum::http::HeaderMap,
+    body: bytes::Bytes,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> ApiResult<Response> {
     let mut request = Request::builder()
         .method(method.clone())
-        .uri(&path)
+        .uri(path)
         .header(header::HOST, format!("{host}:{port}"));
     for name in FORWARDED {
-        for v in call.headers.get_all(&name) {
+        for v in headers.get_all(&name) {
             request = request.header(&name, v);
         }
     }
     let request = request
-        .body(Full::new(call.body.clone()))
+        .body(Full::new(body))
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let unreachable =
         |e: String| ApiError::unavailable(format!("error trying to reach service: {e}"));
     let tcp = tokio::time::timeout(
         std::time::Duration::from_secs(10),
-        tokio::net::TcpStream::connect((host.as_str(), port)),
+        tokio::net::TcpStream::connect((host, port)),
     )
     .await
     .map_err(|_| unreachable(format!("dial tcp {host}:{port}: timeout")))?
@@ -153,7 +190,7 @@ pub(super) async fn service(call: &Call, method: &Method) -> ApiResult<Response>
         }
     }
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let Some(client) = call.upgrade.lock().expect("upgrade lock").take() else {
+        let Some(client) = client_upgrade else {
             return Err(ApiError::bad_request(
                 "the service upgraded a request that was not an upgrade",
             ));
