@@ -1,7 +1,8 @@
 //! Decoding the protobuf bodies kubectl's `create <generator>` commands send (`kubectl create
 //! secret generic|tls|docker-registry`, `configmap`, `namespace`, `serviceaccount`, `deployment`,
-//! `job`, `cronjob`, `service`, `role`, `clusterrole`, `rolebinding`, `clusterrolebinding`), and
-//! the CertificateSigningRequest `kubectl certificate approve|deny` sends back.
+//! `job`, `cronjob`, `service`, `role`, `clusterrole`, `rolebinding`, `clusterrolebinding`), the
+//! HorizontalPodAutoscaler of `kubectl autoscale`, and the CertificateSigningRequest `kubectl
+//! certificate approve|deny` sends back.
 //!
 //! The body is `k8s\0` + `runtime.Unknown{typeMeta, raw}`, and `raw` is the object in
 //! protobuf. The schema below lists, per message, the field numbers of upstream's generated
@@ -24,6 +25,8 @@ enum Ty {
     MapStr,
     MapBytes,
     MapQuantity,
+    /// A `resource.Quantity` message (its field 1 is the string form).
+    Quantity,
     IntOrString,
     Time,
     /// `[]byte`: base64 in JSON.
@@ -303,8 +306,120 @@ const RESOURCE_ATTRIBUTES: &[F] = &[
 ];
 const NON_RESOURCE_ATTRIBUTES: &[F] = &[F(1, "path", Str, ONE, VAL), F(2, "verb", Str, ONE, VAL)];
 
+const CROSS_VERSION_REF: &[F] = &[
+    F(1, "kind", Str, ONE, VAL),
+    F(2, "name", Str, ONE, VAL),
+    F(3, "apiVersion", Str, ONE, VAL),
+];
+/// `kubectl autoscale` (autoscaling/v1).
+const HPA_V1_SPEC: &[F] = &[
+    F(1, "scaleTargetRef", Msg(CROSS_VERSION_REF), ONE, VAL),
+    F(2, "minReplicas", Int, ONE, PTR),
+    F(3, "maxReplicas", Int, ONE, VAL),
+    F(4, "targetCPUUtilizationPercentage", Int, ONE, PTR),
+];
+const METRIC_TARGET: &[F] = &[
+    F(1, "type", Str, ONE, VAL),
+    F(2, "value", Quantity, ONE, PTR),
+    F(3, "averageValue", Quantity, ONE, PTR),
+    F(4, "averageUtilization", Int, ONE, PTR),
+];
+const METRIC_IDENTIFIER: &[F] = &[
+    F(1, "name", Str, ONE, VAL),
+    F(2, "selector", Msg(LABEL_SELECTOR), ONE, PTR),
+];
+const METRIC_SPEC: &[F] = &[
+    F(1, "type", Str, ONE, VAL),
+    F(
+        2,
+        "object",
+        Msg(&[
+            F(1, "describedObject", Msg(CROSS_VERSION_REF), ONE, VAL),
+            F(2, "target", Msg(METRIC_TARGET), ONE, VAL),
+            F(3, "metric", Msg(METRIC_IDENTIFIER), ONE, VAL),
+        ]),
+        ONE,
+        PTR,
+    ),
+    F(
+        3,
+        "pods",
+        Msg(&[
+            F(1, "metric", Msg(METRIC_IDENTIFIER), ONE, VAL),
+            F(2, "target", Msg(METRIC_TARGET), ONE, VAL),
+        ]),
+        ONE,
+        PTR,
+    ),
+    F(
+        4,
+        "resource",
+        Msg(&[
+            F(1, "name", Str, ONE, VAL),
+            F(2, "target", Msg(METRIC_TARGET), ONE, VAL),
+        ]),
+        ONE,
+        PTR,
+    ),
+    F(
+        5,
+        "external",
+        Msg(&[
+            F(1, "metric", Msg(METRIC_IDENTIFIER), ONE, VAL),
+            F(2, "target", Msg(METRIC_TARGET), ONE, VAL),
+        ]),
+        ONE,
+        PTR,
+    ),
+    F(
+        7,
+        "containerResource",
+        Msg(&[
+            F(1, "name", Str, ONE, VAL),
+            F(2, "target", Msg(METRIC_TARGET), ONE, VAL),
+            F(3, "container", Str, ONE, VAL),
+        ]),
+        ONE,
+        PTR,
+    ),
+];
+const SCALING_RULES: &[F] = &[
+    F(1, "selectPolicy", Str, ONE, PTR),
+    F(
+        2,
+        "policies",
+        Msg(&[
+            F(1, "type", Str, ONE, VAL),
+            F(2, "value", Int, ONE, VAL),
+            F(3, "periodSeconds", Int, ONE, VAL),
+        ]),
+        MANY,
+        VAL,
+    ),
+    F(3, "stabilizationWindowSeconds", Int, ONE, PTR),
+];
+/// autoscaling/v2.
+const HPA_V2_SPEC: &[F] = &[
+    F(1, "scaleTargetRef", Msg(CROSS_VERSION_REF), ONE, VAL),
+    F(2, "minReplicas", Int, ONE, PTR),
+    F(3, "maxReplicas", Int, ONE, VAL),
+    F(4, "metrics", Msg(METRIC_SPEC), MANY, VAL),
+    F(
+        5,
+        "behavior",
+        Msg(&[
+            F(1, "scaleUp", Msg(SCALING_RULES), ONE, PTR),
+            F(2, "scaleDown", Msg(SCALING_RULES), ONE, PTR),
+        ]),
+        ONE,
+        PTR,
+    ),
+];
+
 /// The top-level message of each kind we decode.
-fn schema_of(kind: &str) -> Option<&'static [F]> {
+fn schema_of(api_version: &str, kind: &str) -> Option<&'static [F]> {
+    const HPA_V1: &[F] = &[META, F(2, "spec", Msg(HPA_V1_SPEC), ONE, VAL)];
+    const HPA_V2: &[F] = &[META, F(2, "spec", Msg(HPA_V2_SPEC), ONE, VAL)];
     const CONFIG_MAP: &[F] = &[
         META,
         F(2, "data", MapStr, ONE, VAL),
@@ -400,6 +515,9 @@ fn schema_of(kind: &str) -> Option<&'static [F]> {
         "SelfSubjectReview" => SELF_REVIEW,
         // `kubectl certificate approve|deny` PUTs the whole object to /approval.
         "CertificateSigningRequest" => CSR,
+        // `kubectl autoscale`.
+        "HorizontalPodAutoscaler" if api_version == "autoscaling/v1" => HPA_V1,
+        "HorizontalPodAutoscaler" if api_version == "autoscaling/v2" => HPA_V2,
         _ => return None,
     })
 }
@@ -508,6 +626,7 @@ fn value_of(ty: Ty, wire: Wire<'_>, path: &str) -> Result<Value, ProtobufError> 
         (Bool, Wire::Varint(v)) => json!(v != 0),
         (Msg(schema), Wire::Bytes(b)) => decode_message(b, schema, path)?,
         (Bytes, Wire::Bytes(b)) => json!(base64::engine::general_purpose::STANDARD.encode(b)),
+        (Quantity, Wire::Bytes(b)) => quantity(b)?,
         (RawJson, Wire::Bytes(b)) => {
             let mut raw: &[u8] = &[];
             for (n, w) in fields(b)? {
@@ -654,8 +773,8 @@ pub(crate) fn envelope(body: &[u8]) -> Result<(String, String, &[u8]), ProtobufE
 /// Decode a protobuf object body into the JSON object it encodes.
 pub(crate) fn decode_object(body: &[u8]) -> Result<Value, ProtobufError> {
     let (api_version, kind, raw) = envelope(body)?;
-    let schema =
-        schema_of(&kind).ok_or_else(|| ProtobufError::Unsupported(format!("kind {kind}")))?;
+    let schema = schema_of(&api_version, &kind)
+        .ok_or_else(|| ProtobufError::Unsupported(format!("kind {kind}")))?;
     let mut object = decode_message(raw, schema, "")?;
     object["apiVersion"] = json!(api_version);
     object["kind"] = json!(kind);
@@ -714,6 +833,59 @@ mod tests {
         assert_eq!(obj["data"]["password"], "aHVudGVyMg==");
         assert_eq!(obj["type"], "Opaque");
         assert_eq!(obj["kind"], "Secret");
+    }
+
+    #[test]
+    fn decodes_kubectl_autoscale_in_both_versions() {
+        let target = [
+            field(1, b"Deployment"),
+            field(2, b"web"),
+            field(3, b"apps/v1"),
+        ]
+        .concat();
+        let v2_metric = [
+            field(1, b"Resource"),
+            field(
+                4,
+                &[
+                    field(1, b"cpu"),
+                    field(2, &[field(1, b"Utilization"), varint_field(4, 50)].concat()),
+                ]
+                .concat(),
+            ),
+        ]
+        .concat();
+        let spec = [
+            field(1, &target),
+            varint_field(2, 1),
+            varint_field(3, 10),
+            field(4, &v2_metric),
+        ]
+        .concat();
+        let raw = [field(1, &field(1, b"web")), field(2, &spec)].concat();
+        let obj = decode_object(&envelope_of(
+            "autoscaling/v2",
+            "HorizontalPodAutoscaler",
+            &raw,
+        ))
+        .unwrap();
+        assert_eq!(obj["spec"]["scaleTargetRef"]["kind"], "Deployment");
+        assert_eq!(obj["spec"]["minReplicas"], 1);
+        assert_eq!(obj["spec"]["maxReplicas"], 10);
+        let m = &obj["spec"]["metrics"][0];
+        assert_eq!(m["type"], "Resource");
+        assert_eq!(m["resource"]["name"], "cpu");
+        assert_eq!(m["resource"]["target"]["averageUtilization"], 50);
+        let v1_spec = [field(1, &target), varint_field(3, 4), varint_field(4, 80)].concat();
+        let raw = [field(1, &field(1, b"web")), field(2, &v1_spec)].concat();
+        let obj = decode_object(&envelope_of(
+            "autoscaling/v1",
+            "HorizontalPodAutoscaler",
+            &raw,
+        ))
+        .unwrap();
+        assert_eq!(obj["spec"]["targetCPUUtilizationPercentage"], 80);
+        assert_eq!(obj["spec"]["maxReplicas"], 4);
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod daemonset;
 mod deployment;
 mod garbage_collector;
 mod history;
+mod hpa;
 mod informers;
 mod job;
 mod metrics;
@@ -26,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use certificates::CertificateAuthority;
 pub use cronjob::{Clock, SystemClock};
+pub use hpa::HpaConfig;
 pub use metrics::ControllerMetrics;
 
 /// What the controllers need beyond an API client.
@@ -37,6 +39,8 @@ pub struct ControllersConfig {
     pub clock: Option<Arc<dyn Clock>>,
     /// How long a node may go without a heartbeat before it is Unknown (40 s when `None`).
     pub node_monitor_grace_period: Option<std::time::Duration>,
+    /// The HorizontalPodAutoscaler controller's timings and tolerance.
+    pub hpa: HpaConfig,
 }
 
 /// The running controllers.
@@ -173,6 +177,20 @@ pub fn start(
         metrics.clone(),
         shutdown.clone(),
     ));
+
+    let hpa_ctx = Arc::new(hpa::Ctx {
+        client: client.clone(),
+        pods: informers.pods.cache(),
+        events: recorder("horizontal-pod-autoscaler"),
+        clock: config
+            .clock
+            .clone()
+            .unwrap_or_else(|| Arc::new(cronjob::SystemClock)),
+        config: config.hpa,
+        histories: Default::default(),
+        last_sync: Default::default(),
+    });
+    tasks.spawn(hpa::run(hpa_ctx, metrics.clone(), shutdown.clone()));
 
     let ns_ctx = Arc::new(namespace::Ctx {
         client: client.clone(),

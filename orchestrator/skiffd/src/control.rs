@@ -193,6 +193,40 @@ pub(crate) async fn serve_metrics(
     }))
 }
 
+/// The HorizontalPodAutoscaler controller's flags, named as kube-controller-manager's.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct HpaArgs {
+    /// How often every HorizontalPodAutoscaler is evaluated.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    horizontal_pod_autoscaler_sync_period: Duration,
+    /// How long recent higher recommendations hold a scale-down back (no `behavior` set).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    horizontal_pod_autoscaler_downscale_stabilization: Duration,
+    /// The band around the target within which no scale happens.
+    #[arg(long, default_value_t = 0.1)]
+    horizontal_pod_autoscaler_tolerance: f64,
+    /// After a pod starts, its CPU samples count only once it has been ready for a window.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    horizontal_pod_autoscaler_cpu_initialization_period: Duration,
+    /// A pod that turns unready this soon after starting is taken as never ready.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    horizontal_pod_autoscaler_initial_readiness_delay: Duration,
+}
+
+impl HpaArgs {
+    pub(crate) fn config(&self) -> skiff_controllers::HpaConfig {
+        skiff_controllers::HpaConfig {
+            sync_period: self
+                .horizontal_pod_autoscaler_sync_period
+                .max(Duration::from_millis(100)),
+            downscale_stabilization: self.horizontal_pod_autoscaler_downscale_stabilization,
+            tolerance: self.horizontal_pod_autoscaler_tolerance.max(0.0),
+            cpu_initialization_period: self.horizontal_pod_autoscaler_cpu_initialization_period,
+            initial_readiness_delay: self.horizontal_pod_autoscaler_initial_readiness_delay,
+        }
+    }
+}
+
 /// Flags common to the standalone components.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct StandaloneArgs {
@@ -228,6 +262,8 @@ pub(crate) struct ControllerManagerArgs {
     /// Seconds a node may go without a heartbeat before it is marked Unknown.
     #[arg(long, default_value_t = 40)]
     node_monitor_grace_period_secs: u64,
+    #[command(flatten)]
+    hpa: HpaArgs,
 }
 
 async fn standalone(
@@ -293,6 +329,7 @@ pub(crate) async fn run_controller_manager(args: ControllerManagerArgs) -> anyho
         node_monitor_grace_period: Some(Duration::from_secs(
             args.node_monitor_grace_period_secs.max(1),
         )),
+        hpa: args.hpa.config(),
     };
     standalone(
         &args.common,

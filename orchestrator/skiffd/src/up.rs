@@ -86,6 +86,8 @@ pub(crate) struct UpArgs {
     #[command(flatten)]
     leader: crate::control::LeaderArgs,
     #[command(flatten)]
+    hpa: crate::control::HpaArgs,
+    #[command(flatten)]
     agent: crate::agent_flags::AgentArgs,
 }
 
@@ -254,6 +256,7 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
             node_monitor_grace_period: Some(Duration::from_secs(
                 args.node_monitor_grace_period_secs.max(1),
             )),
+            hpa: args.hpa.config(),
         };
         components.push(crate::control::spawn_controllers(
             admin,

@@ -4,6 +4,7 @@
 //! skiff-testapp serve [--port 8080] [--log-every-ms N] [--term-delay-ms N]
 //!     GET /healthz  /ready        200, or 500 once failed with /fail?probe=liveness|readiness
 //!     GET /burn?millis=N          burn CPU for N ms
+//!     GET /load?millicores=N&seconds=S  burn N millicores in the background for S seconds
 //!     GET /alloc?mb=N             allocate and touch N MiB (kept)
 //!     GET /log?n=N                print N lines
 //!     GET /exit?code=N            exit with code N
@@ -252,6 +253,33 @@ fn handle(mut conn: TcpStream, state: &State) -> std::io::Result<()> {
                 x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
             }
             (200, format!("burned {millis}ms ({x})"))
+        }
+        "/load" => {
+            // A bounded background load: `millicores` of CPU for `seconds`, as a duty cycle of
+            // busy and idle slices of 10 ms (the load generator of the autoscaling tests).
+            let millicores: u64 = query(&path, "millicores")
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(500)
+                .min(1000);
+            let seconds: u64 = query(&path, "seconds")
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(30)
+                .min(600);
+            std::thread::spawn(move || {
+                let until = Instant::now() + Duration::from_secs(seconds);
+                let busy = Duration::from_micros(millicores * 10);
+                let idle = Duration::from_millis(10).saturating_sub(busy);
+                let mut x = 0u64;
+                while Instant::now() < until {
+                    let slice = Instant::now() + busy;
+                    while Instant::now() < slice {
+                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    }
+                    std::thread::sleep(idle);
+                }
+                std::hint::black_box(x);
+            });
+            (200, format!("loading {millicores}m for {seconds}s"))
         }
         "/alloc" => {
             let mb: usize = query(&path, "mb")
