@@ -282,8 +282,7 @@ fn deployment_rollouts_with_kubectl() {
 
     // Every controller counts its work queue under client-go's names; the rollout went through
     // the deployment and replicaset queues, and nothing is left waiting once it is over.
-    let metrics = cluster.http("GET", "/metrics", None, b"").unwrap();
-    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    let text = cluster.component_metrics("controllerManager");
     let value = |series: &str| -> f64 {
         text.lines()
             .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
@@ -306,8 +305,8 @@ fn deployment_rollouts_with_kubectl() {
         value(&format!("workqueue_depth{{name=\"{name}\"}}"));
     }
     wait_for(Duration::from_secs(30), "deployment queue drained", || {
-        let body = cluster.http("GET", "/metrics", None, b"").ok()?.body;
-        String::from_utf8_lossy(&body)
+        cluster
+            .component_metrics("controllerManager")
             .contains("workqueue_depth{name=\"deployment\"} 0")
             .then_some(())
     })

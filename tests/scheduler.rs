@@ -126,8 +126,7 @@ fn pods_are_scheduled_or_told_why_not() {
     wait_field(&cluster, "late", "{.spec.nodeName}", &node);
 
     // The scheduler's metrics carry kube-scheduler's names.
-    let metrics = cluster.http("GET", "/metrics", None, b"").unwrap();
-    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    let text = cluster.component_metrics("scheduler");
     for series in [
         "scheduler_schedule_attempts_total{result=\"scheduled\",profile=\"default-scheduler\"}",
         "scheduler_schedule_attempts_total{result=\"unschedulable\",profile=\"default-scheduler\"}",

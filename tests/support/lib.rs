@@ -239,8 +239,15 @@ impl Cluster {
             defaults.push("--disable-log-pipeline".into());
         }
         // Many clusters run at once: the metrics server takes a free port unless a test fixes one.
-        if !given("--metrics-server-port") {
-            defaults.extend(["--metrics-server-port".into(), "0".into()]);
+        for flag in [
+            "--metrics-server-port",
+            "--scheduler-metrics-port",
+            "--controller-manager-metrics-port",
+            "--state-metrics-port",
+        ] {
+            if !given(flag) {
+                defaults.extend([flag.into(), "0".into()]);
+            }
         }
         let logs = self.dir.path().join("logs");
         defaults.extend([
@@ -375,6 +382,27 @@ impl Cluster {
         body: &[u8],
     ) -> Result<HttpResponse> {
         http(&self.insecure_addr, method, path, content_type, body)
+    }
+
+    /// The `/metrics` URL of a component (`scheduler`, `controllerManager`, `stateMetrics`,
+    /// `metricsServer`, `search`, `apiserver`) from endpoints.json.
+    pub fn metrics_url(&self, component: &str) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("endpoints.json"))
+            .expect("endpoints.json");
+        let info: Value = serde_json::from_str(&text).expect("endpoints.json is JSON");
+        info["metrics"][component]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {component} metrics in {text}"))
+            .to_owned()
+    }
+
+    /// A component's metrics exposition (plain HTTP on loopback).
+    pub fn component_metrics(&self, component: &str) -> String {
+        let url = self.metrics_url(component);
+        let rest = url.trim_start_matches("http://");
+        let (addr, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let r = http(addr, "GET", path, None, b"").expect("metrics answer");
+        String::from_utf8_lossy(&r.body).into_owned()
     }
 }
 

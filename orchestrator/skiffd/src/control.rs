@@ -167,6 +167,15 @@ pub(crate) async fn serve_metrics(
     registry: Registry,
     shutdown: CancellationToken,
 ) -> anyhow::Result<JoinHandle<()>> {
+    Ok(serve_metrics_at(addr, registry, shutdown).await?.0)
+}
+
+/// [`serve_metrics`], also returning the address bound (for port 0).
+pub(crate) async fn serve_metrics_at(
+    addr: SocketAddr,
+    registry: Registry,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(JoinHandle<()>, SocketAddr)> {
     use axum::routing::get;
     let mut registry = registry;
     registry.register_collector(Box::new(skiff_telemetry::ProcessCollector));
@@ -185,12 +194,14 @@ pub(crate) async fn serve_metrics(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the metrics address {addr}"))?;
-    tracing::info!(address = %listener.local_addr()?, "serving /metrics and /healthz");
-    Ok(tokio::spawn(async move {
+    let bound = listener.local_addr()?;
+    tracing::info!(address = %bound, "serving /metrics and /healthz");
+    let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await;
-    }))
+    });
+    Ok((task, bound))
 }
 
 /// The HorizontalPodAutoscaler controller's flags, named as kube-controller-manager's.

@@ -9,7 +9,9 @@ mod fake_nodes;
 mod join;
 mod log_collector;
 mod metrics_server;
+mod prometheus_config;
 mod search;
+mod state_metrics;
 mod token;
 mod up;
 
@@ -52,6 +54,8 @@ enum Command {
     /// Run the metrics server (scrapes node agents, serves metrics.k8s.io for kubectl top and
     /// the HPA).
     MetricsServer(metrics_server::MetricsServerArgs),
+    /// Run the object state exporter (kube-state-metrics' kube_* series).
+    KubeStateMetrics(state_metrics::StateMetricsArgs),
     /// Manage bootstrap tokens that let new nodes join.
     Token(token::TokenArgs),
     /// Supervise one process-runtime container (started by the agent, not by hand).
@@ -108,6 +112,7 @@ fn main() -> anyhow::Result<()> {
         Command::LogCollector(args) => runtime.block_on(log_collector::run(args)),
         Command::Search(args) => runtime.block_on(search::run(args)),
         Command::MetricsServer(args) => runtime.block_on(metrics_server::run(args)),
+        Command::KubeStateMetrics(args) => runtime.block_on(state_metrics::run(args)),
         Command::Token(args) => runtime.block_on(token::run(args)),
         Command::ContainerShim { .. } => unreachable!("handled before the runtime starts"),
     }

@@ -77,6 +77,20 @@ pub(crate) struct UpArgs {
     /// Do not run the metrics server (no `kubectl top`, no resource-metric autoscaling).
     #[arg(long)]
     disable_metrics_server: bool,
+    /// The `cluster` label of every target in the Prometheus configuration written to
+    /// `<data-dir>/prometheus.yml`.
+    #[arg(long, default_value = "skiff")]
+    cluster_name: String,
+    /// Port of the scheduler's /metrics on 127.0.0.1 (kube-scheduler's 10259; 0 = pick).
+    #[arg(long, default_value_t = 10259)]
+    scheduler_metrics_port: u16,
+    /// Port of the controller manager's /metrics on 127.0.0.1 (10257; 0 = pick).
+    #[arg(long, default_value_t = 10257)]
+    controller_manager_metrics_port: u16,
+    /// Port of the object state exporter's /metrics (kube-state-metrics' role) on 127.0.0.1
+    /// (0 = pick).
+    #[arg(long, default_value_t = 8080)]
+    state_metrics_port: u16,
     /// Do not run the scheduler in this process (run `skiffd scheduler` elsewhere).
     #[arg(long)]
     disable_scheduler: bool,
@@ -151,8 +165,17 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
     let store = SqliteStore::open(store_config, store_metrics).context("opening the store")?;
     // The agent serves its own metrics at /metrics on its port, as the kubelet does.
     let agent_metrics = AgentMetrics::default();
+    // The scheduler and the controller manager serve their own /metrics, on their own ports,
+    // as kube-scheduler and kube-controller-manager do.
     let control_metrics = crate::control::ControlMetrics::default();
-    control_metrics.register(&mut registry);
+    let mut scheduler_registry = prometheus_client::registry::Registry::default();
+    control_metrics.scheduler.register(&mut scheduler_registry);
+    control_metrics.leader.register(&mut scheduler_registry);
+    let mut controllers_registry = prometheus_client::registry::Registry::default();
+    control_metrics
+        .controllers
+        .register(&mut controllers_registry);
+    control_metrics.leader.register(&mut controllers_registry);
 
     let shutdown = CancellationToken::new();
     let mut config = ApiServerConfig::new(&data_dir);
@@ -230,6 +253,26 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
             .context("publishing the metrics server")?;
         metrics_server = Some(server);
     }
+    let loopback = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let (_, scheduler_metrics) = crate::control::serve_metrics_at(
+        loopback(args.scheduler_metrics_port),
+        scheduler_registry,
+        shutdown.clone(),
+    )
+    .await?;
+    let (_, controllers_metrics) = crate::control::serve_metrics_at(
+        loopback(args.controller_manager_metrics_port),
+        controllers_registry,
+        shutdown.clone(),
+    )
+    .await?;
+    let state_metrics = skiff_state_metrics::start(
+        admin.clone(),
+        loopback(args.state_metrics_port),
+        shutdown.clone(),
+    )
+    .await
+    .context("starting the state metrics exporter")?;
     // A stable identity per data dir: after a crash, the restarted daemon finds the Lease still
     // held by itself and carries on at once instead of waiting out the lease duration.
     let identity = stable_identity(&data_dir.join("leader-identity"))?;
@@ -315,13 +358,54 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
         "runtime": agent.as_ref().map(|a| a.runtime),
         "search": search.as_ref().map(|s| s.1.clone()),
         "metricsServer": metrics_server.as_ref().map(|s| format!("http://{}", s.addr)),
-        "metrics": {"apiserver": format!("{}/metrics", apiserver.url)},
+        "metrics": {
+            "apiserver": format!("{}/metrics", apiserver.url),
+            "scheduler": format!("http://{scheduler_metrics}/metrics"),
+            "controllerManager": format!("http://{controllers_metrics}/metrics"),
+            "stateMetrics": format!("http://{}/metrics", state_metrics.addr),
+            "metricsServer": metrics_server.as_ref().map(|s| format!("http://{}/metrics", s.addr)),
+            "search": search.as_ref().map(|s| format!("{}/metrics", s.1)),
+        },
     });
+    let apiserver_host = apiserver
+        .url
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_owned();
+    let targets = crate::prometheus_config::Targets {
+        apiserver: &apiserver_host,
+        scheduler: scheduler_metrics.to_string(),
+        controller_manager: controllers_metrics.to_string(),
+        state_metrics: state_metrics.addr.to_string(),
+        metrics_server: metrics_server.as_ref().map(|s| s.addr.to_string()),
+        search: search
+            .as_ref()
+            .map(|s| s.1.trim_start_matches("http://").to_owned()),
+    };
+    for (file, discovery) in [
+        ("prometheus.yml", crate::prometheus_config::Discovery::Http),
+        (
+            "prometheus-kubernetes-sd.yml",
+            crate::prometheus_config::Discovery::Kubernetes,
+        ),
+    ] {
+        let text = crate::prometheus_config::render(
+            &targets,
+            &data_dir.join("pki"),
+            &args.cluster_name,
+            discovery,
+        )?;
+        std::fs::write(data_dir.join(file), text)?;
+    }
     let endpoints_path = data_dir.join("endpoints.json");
     std::fs::write(&endpoints_path, serde_json::to_vec_pretty(&endpoints)?)?;
     println!("Skiff is up. API server: {}", apiserver.url);
     println!("  export KUBECONFIG={}", apiserver.kubeconfig.display());
     println!("  endpoints: {}", endpoints_path.display());
+    println!(
+        "  prometheus: prometheus --config.file={}",
+        data_dir.join("prometheus.yml").display()
+    );
     if let Some((_, url)) = &search {
         println!("  log search: {url}/api/v1/search?query=…");
     }
@@ -343,6 +427,7 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
     if let Some(server) = metrics_server {
         server.wait().await;
     }
+    state_metrics.wait().await;
     apiserver.wait().await;
     drop(store);
     tracing::info!("stopped");

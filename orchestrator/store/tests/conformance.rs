@@ -100,9 +100,17 @@ async fn churn_with_compaction_keeps_the_file_bounded() {
             revs.insert(key, kv.mod_revision);
         }
         store.compact(store.current_revision() - 100).await.unwrap();
-        // The background passive checkpoints keep the WAL bounded without a TRUNCATE.
+        // The background passive checkpoints keep the WAL bounded without a TRUNCATE. They run
+        // every 20 ms; on a loaded machine give them up to 10 s before calling it growth.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let size = store.db_size().await.unwrap();
+        let mut size = store.db_size().await.unwrap();
+        if round >= 2 {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while size > sizes[1] * 2 && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                size = store.db_size().await.unwrap();
+            }
+        }
         sizes.push(size);
         if round >= 2 {
             assert!(size <= sizes[1] * 2, "database grew under churn: {sizes:?}");
