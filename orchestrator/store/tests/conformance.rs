@@ -100,20 +100,21 @@ async fn churn_with_compaction_keeps_the_file_bounded() {
             revs.insert(key, kv.mod_revision);
         }
         store.compact(store.current_revision() - 100).await.unwrap();
-        // The background passive checkpoints keep the WAL bounded without a TRUNCATE. They run
-        // every 20 ms; on a loaded machine give them up to 10 s before calling it growth.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let mut size = store.db_size().await.unwrap();
-        if round >= 2 {
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while size > sizes[1] * 2 && std::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                size = store.db_size().await.unwrap();
-            }
-        }
+        // The database file proper: compaction frees pages and later writes reuse them. (The
+        // WAL beside it is reused rather than shrunk, so a checkpoint that a loaded machine
+        // delays leaves a higher water mark there; `journal_size_limit` bounds that.)
+        let size = std::fs::metadata(dir.path().join("state.db"))
+            .unwrap()
+            .len();
         sizes.push(size);
         if round >= 2 {
             assert!(size <= sizes[1] * 2, "database grew under churn: {sizes:?}");
         }
+        let wal = std::fs::metadata(dir.path().join("state.db-wal")).map_or(0, |m| m.len());
+        assert!(
+            wal <= 64 * 1024 * 1024,
+            "WAL beyond journal_size_limit: {wal}"
+        );
     }
 }
