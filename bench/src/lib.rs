@@ -57,6 +57,16 @@ pub fn start_skiffd(skiffd: &Path, extra: &[&str]) -> Result<Server> {
         .args(["up", "--data-dir"])
         .arg(dir.path())
         .args(["--port", "0", "--insecure-port", "0"])
+        .args([
+            "--metrics-server-port",
+            "0",
+            "--scheduler-metrics-port",
+            "0",
+            "--controller-manager-metrics-port",
+            "0",
+            "--state-metrics-port",
+            "0",
+        ])
         .args(extra)
         .env("SKIFF_LOG", "warn")
         .stdout(Stdio::null())

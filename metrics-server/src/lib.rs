@@ -83,6 +83,7 @@ struct ServerMetrics {
     last_request: Family<NodeLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     points: Family<TypeLabels, Gauge>,
     freshness: Histogram,
+    tick: Histogram,
     rounds: Counter,
 }
 
@@ -94,6 +95,7 @@ impl ServerMetrics {
             last_request: Family::default(),
             points: Family::default(),
             freshness: Histogram::new(exponential_buckets(1.0, 1.5, 12)),
+            tick: Histogram::new(exponential_buckets(0.01, 2.0, 12)),
             rounds: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("metrics_server");
@@ -123,6 +125,11 @@ impl ServerMetrics {
             m.freshness.clone(),
         );
         r.register(
+            "manager_tick_duration_seconds",
+            "The total time spent collecting and storing metrics in seconds",
+            m.tick.clone(),
+        );
+        r.register(
             "scrape_rounds",
             "Scrape rounds over every Ready node",
             m.rounds.clone(),
@@ -148,6 +155,7 @@ impl Server {
 
 /// One round: every Ready node with an address, scraped concurrently.
 async fn scrape_round(server: &Server, client: &scrape::KubeletClient, config: &Config) {
+    let started = Instant::now();
     let targets: Vec<(String, cache::NodeInfo)> = server
         .cache
         .nodes
@@ -202,7 +210,9 @@ async fn scrape_round(server: &Server, client: &scrape::KubeletClient, config: &
             })
             .set(n as i64);
     }
+    drop(storage);
     server.metrics.rounds.inc();
+    server.metrics.tick.observe(started.elapsed().as_secs_f64());
 }
 
 /// A started server.

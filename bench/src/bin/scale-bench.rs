@@ -6,7 +6,9 @@
 //! cluster; creating P unscheduled pods; the scheduler's throughput binding all P pods on the N
 //! nodes (started after the pods exist, as scheduler_perf does, so the figure is scheduling and
 //! binding, not creation); the time until the fake nodes report them Running; the time for a
-//! Deployment of R replicas to be fully Ready; and every process's RSS at that scale.
+//! Deployment of R replicas to be fully Ready; every process's RSS at that scale; then a
+//! `skiffd metrics-server` scraping every fake node's `/metrics/resource` (fake usage served by
+//! `skiffd fake-nodes --kubelet-endpoint`): its scrape round time, API latency and memory.
 //!
 //! Run: `cargo build --release -p skiffd -p skiff-bench && target/release/scale-bench`
 
@@ -185,6 +187,7 @@ async fn main() -> Result<()> {
             "--no-agent",
             "--disable-scheduler",
             "--disable-controller-manager",
+            "--disable-metrics-server",
         ],
     )?;
     let addr = server.addr.clone();
@@ -221,6 +224,8 @@ async fn main() -> Result<()> {
             "--count",
             &nodes_arg,
             "--metrics-bind-address",
+            "127.0.0.1:0",
+            "--kubelet-endpoint",
             "127.0.0.1:0",
         ],
     )?;
@@ -363,9 +368,94 @@ async fn main() -> Result<()> {
         controllers.rss(),
         fake.rss()
     );
+    metrics_server_phase(&skiffd, &dir, &kubeconfig, &client, &args).await?;
     drop(fake);
     drop(scheduler);
     drop(controllers);
     drop(server);
+    Ok(())
+}
+
+/// The metrics server at this scale: scrape rounds over every node, the PodMetrics list, and
+/// its memory per node.
+async fn metrics_server_phase(
+    skiffd: &Path,
+    dir: &Path,
+    kubeconfig: &str,
+    client: &HttpClient,
+    args: &Args,
+) -> Result<()> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let bind = format!("127.0.0.1:{port}");
+    let ms = Proc::start(
+        skiffd,
+        dir,
+        "metrics-server",
+        &[
+            "metrics-server",
+            "--kubeconfig",
+            kubeconfig,
+            "--kubelet-insecure-tls",
+            "--metric-resolution",
+            "15s",
+            "--bind-address",
+            &bind,
+        ],
+    )?;
+    let containers = args.pods + args.replicas;
+    let start = Instant::now();
+    // Two rounds are needed before a container has a rate.
+    let items = loop {
+        if let Ok(list) = get(client, &bind, "/apis/metrics.k8s.io/v1beta1/pods").await {
+            let n = list["items"].as_array().map_or(0, Vec::len);
+            if n >= containers {
+                break n;
+            }
+        }
+        if start.elapsed() > Duration::from_secs(300) {
+            bail!(
+                "PodMetrics incomplete after 5 min\n{}",
+                log_tail(dir, "metrics-server")
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    println!(
+        "metrics server: PodMetrics for {items} pods after {:.1} s (two scrape rounds of {} nodes)",
+        start.elapsed().as_secs_f64(),
+        args.nodes
+    );
+    // A few more rounds, then read the round time and the API latency.
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    let t = Instant::now();
+    let list = get(client, &bind, "/apis/metrics.k8s.io/v1beta1/pods").await?;
+    let list_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    get(client, &bind, "/apis/metrics.k8s.io/v1beta1/nodes").await?;
+    let nodes_ms = t.elapsed().as_secs_f64() * 1e3;
+    let (status, body) = call(client, &bind, "GET", "/metrics", None, "text/plain").await?;
+    if status != 200 {
+        bail!("metrics server /metrics: {status}");
+    }
+    let text = String::from_utf8_lossy(&body);
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let rounds = value("metrics_server_manager_tick_duration_seconds_count");
+    let mean = value("metrics_server_manager_tick_duration_seconds_sum") / rounds.max(1.0);
+    let rss = ms.rss();
+    println!(
+        "metrics server at {} nodes / {} pods: scrape round {:.2} s on average over {rounds} rounds; \
+         list of {} PodMetrics {list_ms:.0} ms, NodeMetrics {nodes_ms:.0} ms; RSS {rss:.1} MB = {:.2} MB per node",
+        args.nodes,
+        containers,
+        mean,
+        list["items"].as_array().map_or(0, Vec::len),
+        rss / args.nodes as f64
+    );
     Ok(())
 }

@@ -9,7 +9,9 @@
 mod metrics;
 mod nodes;
 mod pods;
+mod usage;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -38,6 +40,9 @@ pub struct FakeNodesConfig {
     pub lease_renew_interval: Duration,
     /// How many API requests are in flight at once.
     pub concurrency: usize,
+    /// Serve every node's kubelet `/metrics/resource` (fake usage) here, and point the nodes at
+    /// it, so a metrics server can scrape them; `None` leaves the nodes without metrics.
+    pub kubelet_endpoint: Option<std::net::SocketAddr>,
 }
 
 impl Default for FakeNodesConfig {
@@ -51,6 +56,7 @@ impl Default for FakeNodesConfig {
             taint: true,
             lease_renew_interval: Duration::from_secs(10),
             concurrency: 32,
+            kubelet_endpoint: None,
         }
     }
 }
@@ -73,6 +79,15 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let span = tracing::info_span!("fake_nodes", prefix = %config.prefix, count = config.count);
+    let mut config = config;
+    let usage = Arc::new(usage::Usage::new());
+    let mut server = None;
+    if let Some(addr) = config.kubelet_endpoint {
+        let (task, bound) = usage::serve(addr, usage.clone(), shutdown.clone()).await?;
+        span.in_scope(|| tracing::info!(%bound, "serving the fake nodes' /metrics/resource"));
+        config.kubelet_endpoint = Some(bound);
+        server = Some(task);
+    }
     let names = config.names();
     let uids = tracing::Instrument::instrument(
         nodes::register_all(&client, &config, &names, &metrics),
@@ -91,10 +106,13 @@ pub async fn run(
         span.clone(),
     ));
     let pods = tokio::spawn(tracing::Instrument::instrument(
-        pods::run(client, config, names, metrics, shutdown),
+        pods::run(client, config, names, metrics, usage, shutdown),
         span,
     ));
     let _ = leases.await;
     let _ = pods.await;
+    if let Some(server) = server {
+        let _ = server.await;
+    }
     Ok(())
 }

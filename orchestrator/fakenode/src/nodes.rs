@@ -30,6 +30,11 @@ pub(crate) fn node_ip(index: usize) -> String {
 
 fn node_status(config: &FakeNodesConfig, index: usize, name: &str) -> Value {
     let now = skiff_api::time::now_rfc3339();
+    // With fake usage served, the node's address and kubelet port are that server's.
+    let (address, port) = match config.kubelet_endpoint {
+        Some(e) => (e.ip().to_string(), e.port()),
+        None => (node_ip(index), 10250),
+    };
     let capacity = json!({
         "cpu": config.cpu,
         "memory": config.memory,
@@ -49,7 +54,8 @@ fn node_status(config: &FakeNodesConfig, index: usize, name: &str) -> Value {
             condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
             condition("Ready", "True", "KubeletReady", "fake node is posting ready status"),
         ],
-        "addresses": [{"type": "InternalIP", "address": node_ip(index)}, {"type": "Hostname", "address": name}],
+        "addresses": [{"type": "InternalIP", "address": address}, {"type": "Hostname", "address": name}],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
         "nodeInfo": {
             "machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": "", "osImage": "fake",
             "containerRuntimeVersion": "fake://0", "kubeletVersion": "v1.33.0-skiff-fake",
@@ -78,8 +84,14 @@ async fn register(
         json!([])
     };
     let status = node_status(config, index, name);
+    let annotations = match config.kubelet_endpoint {
+        Some(_) => {
+            json!({"metrics.k8s.io/resource-metrics-path": format!("/nodes/{name}/metrics/resource")})
+        }
+        None => json!({}),
+    };
     let node: Node = serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": labels},
+        "metadata": {"name": name, "labels": labels, "annotations": annotations},
         "spec": {"taints": taints},
         "status": status,
     }))

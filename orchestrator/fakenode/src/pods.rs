@@ -144,6 +144,7 @@ pub(crate) async fn run(
     config: FakeNodesConfig,
     names: Vec<String>,
     metrics: FakeNodeMetrics,
+    usage: Arc<crate::usage::Usage>,
     shutdown: CancellationToken,
 ) {
     let ours: HashMap<String, usize> = names.into_iter().enumerate().map(|(i, n)| (n, i)).collect();
@@ -173,6 +174,7 @@ pub(crate) async fn run(
             watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => pod,
             watcher::Event::Delete(pod) => {
                 let uid = pod.metadata.uid.clone().unwrap_or_default();
+                usage.remove(&uid);
                 started.remove(&uid);
                 deleting.remove(&uid);
                 continue;
@@ -181,6 +183,19 @@ pub(crate) async fn run(
         };
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let action = classify(&pod, &ours);
+        if matches!(action, Action::Start | Action::AlreadyRunning) && !started.contains(&uid) {
+            let spec = pod.spec.clone().unwrap_or_default();
+            usage.add(
+                spec.node_name.as_deref().unwrap_or_default(),
+                &uid,
+                crate::usage::FakePod {
+                    namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+                    name: pod.metadata.name.clone().unwrap_or_default(),
+                    containers: spec.containers.iter().map(|c| c.name.clone()).collect(),
+                    started_ms: jiff::Timestamp::now().as_millisecond(),
+                },
+            );
+        }
         let (name, namespace) = (
             pod.metadata.name.clone().unwrap_or_default(),
             pod.metadata.namespace.clone().unwrap_or_default(),

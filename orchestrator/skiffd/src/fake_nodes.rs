@@ -43,6 +43,11 @@ pub(crate) struct FakeNodesArgs {
     /// Where to serve /metrics and /healthz (plain HTTP).
     #[arg(long, default_value = "127.0.0.1:10260")]
     metrics_bind_address: SocketAddr,
+    /// Serve every node's kubelet `/metrics/resource` with fake usage (10m CPU and 20 MiB per
+    /// container) at this address (HTTPS, self-signed: scrape with `--kubelet-insecure-tls`),
+    /// and point the nodes at it.
+    #[arg(long)]
+    kubelet_endpoint: Option<SocketAddr>,
 }
 
 /// Run `skiffd fake-nodes` until SIGINT/SIGTERM.
@@ -66,6 +71,7 @@ pub(crate) async fn run(args: FakeNodesArgs) -> anyhow::Result<()> {
         taint: !args.no_taint,
         lease_renew_interval: Duration::from_secs(args.lease_renew_interval_secs.max(1)),
         concurrency: args.concurrency.max(1),
+        kubelet_endpoint: args.kubelet_endpoint,
     };
     let mut nodes = tokio::spawn(skiff_fakenode::run(
         client,

@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 pub(crate) struct Targets<'a> {
     /// `host:port` of the API server.
     pub apiserver: &'a str,
-    pub scheduler: String,
-    pub controller_manager: String,
+    pub scheduler: Option<String>,
+    pub controller_manager: Option<String>,
     pub state_metrics: String,
     pub metrics_server: Option<String>,
     pub search: Option<String>,
@@ -97,9 +97,13 @@ pub(crate) fn render(
         node_job("kubelet", "/metrics"),
         node_job("cadvisor", "/metrics/cadvisor"),
         static_job("kube-state-metrics", &targets.state_metrics, cluster),
-        static_job("scheduler", &targets.scheduler, cluster),
-        static_job("controller-manager", &targets.controller_manager, cluster),
     ];
+    if let Some(t) = &targets.scheduler {
+        jobs.push(static_job("scheduler", t, cluster));
+    }
+    if let Some(t) = &targets.controller_manager {
+        jobs.push(static_job("controller-manager", t, cluster));
+    }
     if let Some(t) = &targets.metrics_server {
         jobs.push(static_job("metrics-server", t, cluster));
     }

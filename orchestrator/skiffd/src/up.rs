@@ -254,18 +254,26 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
         metrics_server = Some(server);
     }
     let loopback = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let (_, scheduler_metrics) = crate::control::serve_metrics_at(
-        loopback(args.scheduler_metrics_port),
-        scheduler_registry,
-        shutdown.clone(),
-    )
-    .await?;
-    let (_, controllers_metrics) = crate::control::serve_metrics_at(
-        loopback(args.controller_manager_metrics_port),
-        controllers_registry,
-        shutdown.clone(),
-    )
-    .await?;
+    let mut scheduler_metrics = None;
+    if !args.disable_scheduler {
+        let (_, addr) = crate::control::serve_metrics_at(
+            loopback(args.scheduler_metrics_port),
+            scheduler_registry,
+            shutdown.clone(),
+        )
+        .await?;
+        scheduler_metrics = Some(addr);
+    }
+    let mut controllers_metrics = None;
+    if !args.disable_controller_manager {
+        let (_, addr) = crate::control::serve_metrics_at(
+            loopback(args.controller_manager_metrics_port),
+            controllers_registry,
+            shutdown.clone(),
+        )
+        .await?;
+        controllers_metrics = Some(addr);
+    }
     let state_metrics = skiff_state_metrics::start(
         admin.clone(),
         loopback(args.state_metrics_port),
@@ -360,8 +368,8 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
         "metricsServer": metrics_server.as_ref().map(|s| format!("http://{}", s.addr)),
         "metrics": {
             "apiserver": format!("{}/metrics", apiserver.url),
-            "scheduler": format!("http://{scheduler_metrics}/metrics"),
-            "controllerManager": format!("http://{controllers_metrics}/metrics"),
+            "scheduler": scheduler_metrics.map(|a| format!("http://{a}/metrics")),
+            "controllerManager": controllers_metrics.map(|a| format!("http://{a}/metrics")),
             "stateMetrics": format!("http://{}/metrics", state_metrics.addr),
             "metricsServer": metrics_server.as_ref().map(|s| format!("http://{}/metrics", s.addr)),
             "search": search.as_ref().map(|s| format!("{}/metrics", s.1)),
@@ -374,8 +382,8 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
         .to_owned();
     let targets = crate::prometheus_config::Targets {
         apiserver: &apiserver_host,
-        scheduler: scheduler_metrics.to_string(),
-        controller_manager: controllers_metrics.to_string(),
+        scheduler: scheduler_metrics.map(|a| a.to_string()),
+        controller_manager: controllers_metrics.map(|a| a.to_string()),
         state_metrics: state_metrics.addr.to_string(),
         metrics_server: metrics_server.as_ref().map(|s| s.addr.to_string()),
         search: search
