@@ -258,6 +258,15 @@ fn prometheus_scrapes_every_component_with_the_written_configuration() {
             1,
         ),
         (r#"metrics_server_storage_points{job="metrics-server"}"#, 2),
+        (
+            r#"sum by (code) (rate(rest_client_requests_total{job="controller-manager"}[1m]))"#,
+            1,
+        ),
+        (
+            r#"rest_client_request_duration_seconds_count{job="scheduler",url="/api/v1/namespaces/{namespace}/pods/{name}/binding"}"#,
+            1,
+        ),
+        (r#"process_resident_memory_bytes{job="scheduler"}"#, 1),
         // kubernetes-mixin's recording rule node_namespace_pod_container:container_cpu_usage_seconds_total:sum_rate5m
         (
             r#"sum by (cluster, namespace, pod, container) (rate(container_cpu_usage_seconds_total{job="cadvisor", image!=""}[1m])) * on (cluster, namespace, pod) group_left(node) topk by (cluster, namespace, pod) (1, max by (cluster, namespace, pod, node) (kube_pod_info{node!=""}))"#,

@@ -288,12 +288,14 @@ async fn standalone(
         CancellationToken,
     ) -> anyhow::Result<JoinHandle<()>>,
 ) -> anyhow::Result<()> {
-    let client = crate::up::kube_client(&common.kubeconfig)
+    let rest_metrics = crate::rest_client::RestClientMetrics::default();
+    let client = crate::up::kube_client_counted(&common.kubeconfig, &rest_metrics)
         .await
         .with_context(|| format!("reading {}", common.kubeconfig.display()))?;
     let metrics = ControlMetrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
+    rest_metrics.register(&mut registry);
     let shutdown = CancellationToken::new();
     let addr = common
         .metrics_bind_address

@@ -10,6 +10,7 @@ mod join;
 mod log_collector;
 mod metrics_server;
 mod prometheus_config;
+mod rest_client;
 mod search;
 mod state_metrics;
 mod token;

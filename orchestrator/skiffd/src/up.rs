@@ -106,11 +106,23 @@ pub(crate) struct UpArgs {
 }
 
 pub(crate) async fn kube_client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
+    Ok(kube::Client::try_from(kube_config(kubeconfig).await?)?)
+}
+
+/// A kube client whose requests are counted in `metrics` (`rest_client_*`).
+pub(crate) async fn kube_client_counted(
+    kubeconfig: &std::path::Path,
+    metrics: &crate::rest_client::RestClientMetrics,
+) -> anyhow::Result<kube::Client> {
+    metrics.client(kube_config(kubeconfig).await?)
+}
+
+async fn kube_config(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Config> {
     let config = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let config =
+    Ok(
         kube::Config::from_custom_kubeconfig(config, &kube::config::KubeConfigOptions::default())
-            .await?;
-    Ok(kube::Client::try_from(config)?)
+            .await?,
+    )
 }
 
 pub(crate) fn default_data_dir() -> PathBuf {
@@ -176,6 +188,10 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
         .controllers
         .register(&mut controllers_registry);
     control_metrics.leader.register(&mut controllers_registry);
+    // The components share one admin client; its requests show in both registries.
+    let rest_metrics = crate::rest_client::RestClientMetrics::default();
+    rest_metrics.register(&mut scheduler_registry);
+    rest_metrics.register(&mut controllers_registry);
 
     let shutdown = CancellationToken::new();
     let mut config = ApiServerConfig::new(&data_dir);
@@ -204,7 +220,7 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
     .await?;
 
     let pki = Pki::load_or_create(&data_dir.join("pki"))?;
-    let admin = kube_client(&apiserver.kubeconfig).await?;
+    let admin = kube_client_counted(&apiserver.kubeconfig, &rest_metrics).await?;
     // The log pipeline: the search service here, the collector on every node as a DaemonSet.
     let mut search = None;
     if !args.disable_log_pipeline && with_agent {
