@@ -317,6 +317,23 @@ fn metrics_server_serves_kubectl_top_and_survives_a_lost_node() {
     cluster
         .kubectl(&["top", "pods", "-l", "app=nothing"])
         .expect_ok("No resources found");
+    // `skiff top`: the same figures, and with --count a CPU sparkline per row.
+    cluster
+        .skiff(&["top", "nodes"])
+        .expect_ok(&format!(r"(?m)^{node} +\d+m +\d+% +\d+Mi +\d+%"));
+    cluster
+        .skiff(&[
+            "top",
+            "pods",
+            "-l",
+            "app=web",
+            "--count",
+            "2",
+            "--interval",
+            "1s",
+        ])
+        .expect_ok(r"(?m)^NAME +CPU\(cores\) +MEMORY\(bytes\) +CPU HISTORY")
+        .expect_ok(r"(?m)^web +\d+m +\d+Mi +[▁▂▃▄▅▆▇█]{2}$");
 
     // The raw API: shapes, and Status errors.
     let pod: serde_json::Value = serde_json::from_str(

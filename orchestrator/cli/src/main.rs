@@ -10,6 +10,7 @@ mod jsonpath;
 mod logs;
 mod manifests;
 mod output;
+mod top;
 mod write;
 
 use clap::{Args, Parser, Subcommand};
@@ -68,6 +69,8 @@ enum Command {
     Logs(logs::LogsArgs),
     /// Search the logs of the cluster, or count matches over time (--histogram).
     Search(logs::SearchArgs),
+    /// CPU and memory of nodes or pods from the Metrics API, with sparklines when watching.
+    Top(top::TopArgs),
     /// List the resource types the server supports.
     ApiResources(get::ApiResourcesArgs),
     /// Document the fields of a resource.
@@ -122,6 +125,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::ApiResources(a) => get::api_resources(&ctx, a).await,
                 Command::Logs(a) => logs::logs(&ctx, a).await,
                 Command::Search(a) => logs::search(&ctx, a).await,
+                Command::Top(a) => top::run(&ctx, a).await,
                 Command::Explain(a) => explain::run(&ctx, a).await,
                 Command::Version | Command::Config(_) => unreachable!("handled above"),
             }
