@@ -211,6 +211,7 @@ fn usage_scenario(runtime: &str) {
         .1 >= 1.0
     );
     assert!(samples(&own, "kubelet_pod_start_duration_seconds_count", &[])[0].1 >= 1.0);
+    assert!(samples(&own, "kubelet_pleg_relist_duration_seconds_count", &[])[0].1 >= 1.0);
     assert!(samples(&own, "process_resident_memory_bytes", &[])[0].1 > 0.0);
 
     // The node name may carry the agent port; a node that does not exist is a 404 Status.

@@ -346,6 +346,9 @@ async fn measure(skiffd: &Path, runtime: &str, args: &Args) -> Result<()> {
             args.churn_pods,
             all_running.as_secs_f64()
         );
+        if round == 1 {
+            exposition_latency(&client, &addr, &agent.node, runtime, args.churn_pods).await?;
+        }
         tokio::time::sleep(Duration::from_secs(3)).await;
         let (shims, shim_pss) = shims_pss_mb(server.dir.path());
         println!(
@@ -385,6 +388,72 @@ async fn measure(skiffd: &Path, runtime: &str, args: &Args) -> Result<()> {
 
 /// The engine's own floor: `docker run -d` of the same image (one container, no sandbox, no
 /// API), one after another, until the CLI returns (the container has started).
+/// `/metrics/cadvisor` and `/metrics/resource` with `pods` containers running, through the API
+/// server's `nodes/proxy` (as Prometheus scrapes them): time per request and size. Waits for a
+/// housekeeping round that saw every container first.
+async fn exposition_latency(
+    client: &HttpClient,
+    addr: &str,
+    node: &str,
+    runtime: &str,
+    pods: usize,
+) -> Result<()> {
+    let base = format!("/api/v1/nodes/{node}/proxy/metrics");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, body) = call(
+            client,
+            addr,
+            "GET",
+            &format!("{base}/resource"),
+            None,
+            "text/plain",
+        )
+        .await?;
+        let seen = String::from_utf8_lossy(&body)
+            .lines()
+            .filter(|l| {
+                l.starts_with("container_memory_working_set_bytes{")
+                    && l.contains(&format!("namespace=\"{NS}\""))
+            })
+            .count();
+        if seen >= pods {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the agent's snapshot has {seen} of {pods} containers after 60 s");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    for path in ["cadvisor", "resource"] {
+        let mut times = Vec::new();
+        let mut size = 0;
+        for _ in 0..50 {
+            let t = Instant::now();
+            let (status, body) = call(
+                client,
+                addr,
+                "GET",
+                &format!("{base}/{path}"),
+                None,
+                "text/plain",
+            )
+            .await?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+            if status != 200 {
+                bail!("{base}/{path}: {status}");
+            }
+            size = body.len();
+        }
+        let (p50, p99, max) = summarize(times);
+        println!(
+            "[{runtime}] /metrics/{path} with {pods} containers through nodes/proxy: p50={p50:.1} ms p99={p99:.1} ms max={max:.1} ms, {:.0} KiB",
+            size as f64 / 1024.0
+        );
+    }
+    Ok(())
+}
+
 fn docker_peer(n: usize) -> Result<()> {
     let mut lat = Vec::new();
     let mut ids = Vec::new();

@@ -52,6 +52,10 @@ pub struct AgentMetrics {
     pub runtime_errors: Family<OperationLabels, Counter>,
     /// `kubelet_runtime_operations_duration_seconds`.
     pub runtime_seconds: Family<OperationLabels, Histogram>,
+    /// `kubelet_pleg_relist_duration_seconds`.
+    pub pleg_relist_duration: Histogram,
+    /// `kubelet_pleg_relist_interval_seconds`.
+    pub pleg_relist_interval: Histogram,
     /// Pod syncs.
     pub syncs: Counter,
     /// Failed pod syncs.
@@ -79,6 +83,8 @@ impl Default for AgentMetrics {
             runtime_operations: Family::default(),
             runtime_errors: Family::default(),
             runtime_seconds: Family::new_with_constructor(seconds_histogram),
+            pleg_relist_duration: seconds_histogram(),
+            pleg_relist_interval: Histogram::new(exponential_buckets(0.5, 1.5, 10)),
             syncs: Counter::default(),
             sync_errors: Counter::default(),
             status_updates: Counter::default(),
@@ -132,6 +138,16 @@ impl AgentMetrics {
             "kubelet_runtime_operations_duration_seconds",
             "Duration in seconds of runtime operations. Broken down by operation type.",
             self.runtime_seconds.clone(),
+        );
+        registry.register(
+            "kubelet_pleg_relist_duration_seconds",
+            "Duration in seconds for relisting pods in PLEG.",
+            self.pleg_relist_duration.clone(),
+        );
+        registry.register(
+            "kubelet_pleg_relist_interval_seconds",
+            "Interval in seconds between relisting in PLEG.",
+            self.pleg_relist_interval.clone(),
         );
         registry.register(
             "kubelet_started_containers",

@@ -35,13 +35,19 @@ async fn manage(ctx: Arc<Ctx>, shutdown: CancellationToken) {
     let mut workers: HashMap<String, mpsc::Sender<Update>> = HashMap::new();
     let mut listed: HashSet<String> = HashSet::new();
     let mut relist = tokio::time::interval(RELIST);
+    let mut last_relist: Option<std::time::Instant> = None;
     relist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut states: HashMap<String, bool> = HashMap::new();
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = relist.tick() => {
+                let started = std::time::Instant::now();
+                if let Some(previous) = last_relist.replace(started) {
+                    ctx.metrics.pleg_relist_interval.observe(previous.elapsed().as_secs_f64());
+                }
                 relist_containers(&ctx, &workers, &mut states).await;
+                ctx.metrics.pleg_relist_duration.observe(started.elapsed().as_secs_f64());
                 continue;
             }
             e = events.next() => match e { Some(e) => e, None => break },
