@@ -125,6 +125,7 @@ fn hpa_scales_a_deployment_up_under_load_and_down_after_it() {
     let ip = cluster
         .kubectl(&["get", "pod", &pod, "-o", "jsonpath={.status.podIP}"])
         .stdout;
+    let load_started = jiff::Timestamp::now();
     let answer = get(&format!("{ip}:8080"), "/load?millicores=300&seconds=40");
     assert!(answer.contains("loading 300m"), "{answer}");
 
@@ -173,7 +174,9 @@ fn hpa_scales_a_deployment_up_under_load_and_down_after_it() {
         "scaled {reaction:.1} s after the metrics showed the load (waited {waited:?})"
     );
     eprintln!(
-        "HPA reaction: lastScaleTime {reaction:.1} s after the test saw the load in the metrics"
+        "HPA reaction: lastScaleTime {reaction:.1} s after the test saw the load in the metrics, \
+         {:.1} s after the load started (housekeeping 1 s, resolution 2 s, sync {SYNC_SECS} s)",
+        last_scale.duration_since(load_started).as_secs_f64()
     );
     let up = replicas(&cluster);
     assert!((2..=4).contains(&up), "scaled to {up}");
