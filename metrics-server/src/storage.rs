@@ -4,10 +4,10 @@
 //! that started recently enough gets a synthetic first point at its start time; a node
 //! reporting zero CPU or memory, and a pod with any such container, are left out.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use crate::parse::{ContainerKey, NodeScrape, Point};
+use crate::parse::{NodeScrape, Point};
 
 /// Two consecutive points.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -29,11 +29,14 @@ pub struct Usage {
     pub memory_bytes: u64,
 }
 
-/// Everything the server knows.
+/// (namespace, pod).
+type PodKey = (String, String);
+
+/// Everything the server knows; containers are grouped by pod so a pod is found at once.
 #[derive(Debug, Default)]
 pub struct Storage {
     nodes: HashMap<String, Pair>,
-    containers: HashMap<ContainerKey, Pair>,
+    pods: HashMap<PodKey, BTreeMap<String, Pair>>,
 }
 
 /// The youngest a container may be (since its start) to get a synthetic first point.
@@ -91,7 +94,8 @@ impl Storage {
     /// (served without them), the others advance.
     pub fn store(&mut self, round: Vec<(String, NodeScrape)>, resolution: Duration) {
         let mut nodes = HashMap::with_capacity(round.len());
-        let mut containers = HashMap::with_capacity(self.containers.len());
+        let mut pods: HashMap<PodKey, BTreeMap<String, Pair>> =
+            HashMap::with_capacity(self.pods.len());
         for (name, scrape) in round {
             let n = scrape.node;
             if n.timestamp_ms > 0 && n.cpu_nanos > 0 && n.memory_bytes > 0 {
@@ -104,18 +108,18 @@ impl Storage {
                     broken.push((ns, pod));
                 }
             }
-            for (key, p) in &scrape.containers {
-                if broken.contains(&(key.0.as_str(), key.1.as_str())) {
+            for ((ns, pod, container), p) in &scrape.containers {
+                if broken.contains(&(ns.as_str(), pod.as_str())) {
                     continue;
                 }
-                containers.insert(
-                    key.clone(),
-                    advance(self.containers.get(key), *p, Some(resolution)),
-                );
+                let key = (ns.clone(), pod.clone());
+                let old = self.pods.get(&key).and_then(|c| c.get(container));
+                let pair = advance(old, *p, Some(resolution));
+                pods.entry(key).or_default().insert(container.clone(), pair);
             }
         }
         self.nodes = nodes;
-        self.containers = containers;
+        self.pods = pods;
     }
 
     /// A node's usage, once it has two points.
@@ -126,17 +130,11 @@ impl Storage {
     /// A pod's containers with their usage; `None` unless every container has one. The pod's
     /// timestamp and window are its earliest container's.
     pub fn pod(&self, namespace: &str, pod: &str) -> Option<Vec<(String, Usage)>> {
-        let mut out = Vec::new();
-        for ((ns, p, c), pair) in &self.containers {
-            if ns == namespace && p == pod {
-                out.push((c.clone(), usage(pair)?));
-            }
-        }
-        if out.is_empty() {
-            return None;
-        }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        Some(out)
+        let containers = self.pods.get(&(namespace.to_owned(), pod.to_owned()))?;
+        containers
+            .iter()
+            .map(|(c, pair)| Some((c.clone(), usage(pair)?)))
+            .collect()
     }
 
     /// Points held, by `node` and `container` (for `metrics_server_storage_points`).
@@ -146,19 +144,14 @@ impl Storage {
         };
         (
             count(&mut self.nodes.values()),
-            count(&mut self.containers.values()),
+            count(&mut self.pods.values().flat_map(BTreeMap::values)),
         )
     }
 
     /// Every (namespace, pod) with stored points.
     pub fn pods(&self) -> Vec<(String, String)> {
-        let mut v: Vec<(String, String)> = self
-            .containers
-            .keys()
-            .map(|(ns, p, _)| (ns.clone(), p.clone()))
-            .collect();
+        let mut v: Vec<(String, String)> = self.pods.keys().cloned().collect();
         v.sort();
-        v.dedup();
         v
     }
 
