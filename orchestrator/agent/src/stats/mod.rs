@@ -32,6 +32,8 @@ const CONCURRENCY: usize = 8;
 /// One container's sample.
 #[derive(Debug, Clone)]
 pub(crate) struct ContainerSample {
+    /// Runtime id.
+    pub id: String,
     pub pod: PodRef,
     pub name: String,
     pub image: String,
@@ -267,34 +269,20 @@ async fn collect(ctx: &Ctx, stats: &Stats) -> anyhow::Result<Snapshot> {
                         i
                     }
                 };
-                let due = stats
+                // Measured by a separate slow pass (Docker walks the layer to size it).
+                let rootfs_bytes = stats
                     .rootfs
                     .lock()
                     .expect("stats lock")
                     .get(&c.id)
-                    .is_none_or(|(when, _)| when.elapsed() >= ROOTFS_EVERY);
-                let rootfs_bytes = if due {
-                    let bytes = ctx.runtime.writable_layer_bytes(&c.id).await.ok().flatten();
-                    stats
-                        .rootfs
-                        .lock()
-                        .expect("stats lock")
-                        .insert(c.id.clone(), (Instant::now(), bytes));
-                    bytes
-                } else {
-                    stats
-                        .rootfs
-                        .lock()
-                        .expect("stats lock")
-                        .get(&c.id)
-                        .and_then(|(_, b)| *b)
-                };
+                    .and_then(|(_, b)| *b);
                 let logs_bytes = c.log_path.parent().map_or(0, host::dir_bytes);
                 let (cpu_request_milli, cpu_limit_milli, memory_limit_bytes) =
                     spec_resources(pod.as_deref(), &c.name);
                 // A restarted container has a new id, so its rate starts over.
                 let nano_cores = stats.rate(&c.id, at, usage.cpu_usage_nanos);
                 Some(ContainerSample {
+                    id: c.id,
                     pod: c.pod,
                     name: c.name,
                     image: c.image,
@@ -320,6 +308,22 @@ async fn collect(ctx: &Ctx, stats: &Stats) -> anyhow::Result<Snapshot> {
         (&a.pod.namespace, &a.pod.name, &a.name).cmp(&(&b.pod.namespace, &b.pod.name, &b.name))
     });
 
+    // Pod networks, several at once (each is a runtime call).
+    let uids: Vec<String> = pods
+        .keys()
+        .filter(|uid| containers.iter().any(|c| &c.pod.uid == *uid))
+        .cloned()
+        .collect();
+    let mut networks: HashMap<String, (Timestamp, Vec<InterfaceStats>)> =
+        futures::stream::iter(uids)
+            .map(|uid| async move {
+                let network = ctx.runtime.pod_network(&uid).await.ok().flatten();
+                network.map(|n| (uid, (Timestamp::now(), n)))
+            })
+            .buffer_unordered(CONCURRENCY)
+            .filter_map(futures::future::ready)
+            .collect()
+            .await;
     let mut pod_samples = Vec::new();
     for pod in pods.values() {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
@@ -327,13 +331,7 @@ async fn collect(ctx: &Ctx, stats: &Stats) -> anyhow::Result<Snapshot> {
         if own.is_empty() {
             continue;
         }
-        let network = ctx
-            .runtime
-            .pod_network(&uid)
-            .await
-            .ok()
-            .flatten()
-            .map(|n| (Timestamp::now(), n));
+        let network = networks.remove(&uid);
         pod_samples.push(PodSample {
             pod: own[0].pod.clone(),
             start_time: pod
@@ -374,11 +372,39 @@ async fn collect(ctx: &Ctx, stats: &Stats) -> anyhow::Result<Snapshot> {
     })
 }
 
+/// Size the writable layers that are due (never measured, or a minute ago), one at a time, so
+/// the expensive call never delays a housekeeping round.
+async fn size_layers(ctx: Arc<Ctx>, stats: Arc<Stats>) {
+    let due: Vec<String> = {
+        let snapshot = stats.snapshot();
+        let sized = stats.rootfs.lock().expect("stats lock");
+        snapshot
+            .containers
+            .iter()
+            .map(|c| c.id.clone())
+            .filter(|id| {
+                sized
+                    .get(id)
+                    .is_none_or(|(when, _)| when.elapsed() >= ROOTFS_EVERY)
+            })
+            .collect()
+    };
+    for id in due {
+        let bytes = ctx.runtime.writable_layer_bytes(&id).await.ok().flatten();
+        stats
+            .rootfs
+            .lock()
+            .expect("stats lock")
+            .insert(id, (Instant::now(), bytes));
+    }
+}
+
 /// The housekeeping loop: sample every `interval` until `shutdown`; after a failed round
 /// (the runtime did not answer) wait twice as long, up to a minute.
 pub(crate) async fn run(ctx: Arc<Ctx>, interval: Duration, shutdown: CancellationToken) {
     let stats = ctx.stats.clone();
     let mut wait = Duration::ZERO;
+    let mut sizing: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -397,6 +423,9 @@ pub(crate) async fn run(ctx: Arc<Ctx>, interval: Duration, shutdown: Cancellatio
                 stats.metrics.errors.inc_by(snapshot.errors);
                 *stats.current.write().expect("stats lock") = Arc::new(snapshot);
                 wait = interval;
+                if sizing.as_ref().is_none_or(|t| t.is_finished()) {
+                    sizing = Some(tokio::spawn(size_layers(ctx.clone(), stats.clone())));
+                }
             }
             Err(e) => {
                 stats.metrics.errors.inc();
