@@ -256,7 +256,7 @@ fn pss_mb(pid: u32) -> f64 {
 }
 
 async fn measure(skiffd: &Path, runtime: &str, args: &Args) -> Result<()> {
-    let server = start_skiffd(skiffd, &["--no-agent"])?;
+    let server = start_skiffd(skiffd, &["--no-agent", "--disable-log-pipeline"])?;
     let client = http_client();
     let addr = server.addr.clone();
     let agent = start_agent(skiffd, server.dir.path(), runtime)?;
