@@ -127,6 +127,20 @@ fn manifests(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Run the static pods in `dir` until `shutdown`.
+/// The uids of the static pods the manifests on disk describe now: the pod manager must not
+/// take their containers for orphans before this module has registered them (at start the two
+/// race).
+pub(crate) fn manifest_uids(ctx: &Ctx) -> std::collections::HashSet<String> {
+    let Some(dir) = ctx.config.pod_manifest_path.as_deref() else {
+        return Default::default();
+    };
+    manifests(dir)
+        .iter()
+        .filter_map(|path| load(path, &ctx.config.node_name).ok())
+        .filter_map(|pod| pod.metadata.uid)
+        .collect()
+}
+
 pub(crate) async fn run(
     ctx: Arc<Ctx>,
     dir: PathBuf,

@@ -155,14 +155,15 @@ async fn remove_orphans(ctx: &Arc<Ctx>, known: &HashSet<String>) {
     let Ok(all) = ctx.runtime.list_containers().await else {
         return;
     };
-    // Static pods are known to the agent without the API.
-    let local: HashSet<String> = ctx
+    // Static pods are known to the agent without the API (registered, or about to be).
+    let mut local: HashSet<String> = ctx
         .pods
         .read()
         .expect("pods lock")
         .keys()
         .cloned()
         .collect();
+    local.extend(crate::static_pods::manifest_uids(ctx));
     let mut orphans = HashSet::new();
     for c in all
         .into_iter()
