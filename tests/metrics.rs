@@ -2,9 +2,9 @@
 //! server's `nodes/proxy` (as `kubectl get --raw` and Prometheus do) on both runtimes, in
 //! kubelet's and cAdvisor's formats, clean under `promtool check metrics`.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use skiff_e2e::prometheus::promtool_check;
 use skiff_e2e::{Cluster, bin_dir, docker_test_images, wait_for};
 
 const WEB: &str = r#"
@@ -20,33 +20,6 @@ spec:
       requests: {cpu: 100m, memory: 32Mi}
       limits: {cpu: 500m, memory: 128Mi}
 "#;
-
-/// `promtool check metrics` on an exposition; promtool comes with Debian's prometheus package,
-/// which `.ci/run` installs.
-#[track_caller]
-fn promtool_check(what: &str, text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool runs (install Debian's prometheus package)");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed for {what}:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn raw(cluster: &Cluster, path: &str) -> String {
     let run = cluster.kubectl(&["get", "--raw", path]);

@@ -3,11 +3,10 @@
 //! over cAdvisor-, kube-state- and apiserver-named series returns data for running pods,
 //! including kubernetes-mixin's join of container CPU with `kube_pod_info`.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use serde_json::Value;
-use skiff_e2e::{Cluster, bin_dir, http, wait_for};
+use skiff_e2e::prometheus::{JOBS, Prometheus, promtool_check};
+use skiff_e2e::{Cluster, bin_dir, wait_for};
 
 const WEB: &str = r#"
 apiVersion: apps/v1
@@ -26,101 +25,6 @@ spec:
         resources:
           requests: {cpu: 50m, memory: 16Mi}
 "#;
-
-/// Prometheus, stopped (by its PID) when dropped.
-struct Prometheus {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_prometheus(config: &str) -> Prometheus {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("prometheus.yml");
-    std::fs::write(&path, config).unwrap();
-    let check = Command::new("promtool")
-        .args(["check", "config"])
-        .arg(&path)
-        .output()
-        .expect("promtool runs (install Debian's prometheus package)");
-    assert!(
-        check.status.success(),
-        "promtool check config: {}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
-    let addr = format!("127.0.0.1:{}", free_port());
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", path.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address={addr}"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
-        .spawn()
-        .expect("prometheus runs (install Debian's prometheus package)");
-    Prometheus {
-        child,
-        addr,
-        _dir: dir,
-    }
-}
-
-fn api(prom: &Prometheus, path: &str) -> Option<Value> {
-    let r = http(&prom.addr, "GET", path, None, b"").ok()?;
-    serde_json::from_slice(&r.body).ok()
-}
-
-fn query(prom: &Prometheus, expr: &str) -> Vec<Value> {
-    let q = form_urlencoded::Serializer::new(String::new())
-        .append_pair("query", expr)
-        .finish();
-    api(prom, &format!("/api/v1/query?{q}"))
-        .and_then(|v| v["data"]["result"].as_array().cloned())
-        .unwrap_or_default()
-}
-
-#[track_caller]
-fn promtool_check(what: &str, text: &str) {
-    use std::io::Write;
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed for {what}:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 #[test]
 fn prometheus_scrapes_every_component_with_the_written_configuration() {
@@ -160,33 +64,15 @@ fn prometheus_scrapes_every_component_with_the_written_configuration() {
     let config = std::fs::read_to_string(cluster.dir.path().join("prometheus.yml"))
         .expect("skiffd up writes prometheus.yml")
         .replace("scrape_interval: 15s", "scrape_interval: 2s");
-    let prom = start_prometheus(&config);
+    let prom = Prometheus::start(&config);
 
-    let jobs = [
-        "apiserver",
-        "kubelet",
-        "cadvisor",
-        "kube-state-metrics",
-        "scheduler",
-        "controller-manager",
-        "metrics-server",
-        "search",
-        "log-collector",
-    ];
     let targets = wait_for(Duration::from_secs(90), "every target up", || {
-        let v = api(&prom, "/api/v1/targets")?;
-        let active = v["data"]["activeTargets"].as_array()?.clone();
-        let up = |job: &str| {
-            active
-                .iter()
-                .any(|t| t["labels"]["job"] == job && t["health"] == "up")
-        };
-        (jobs.iter().all(|j| up(j)) && active.iter().all(|t| t["health"] == "up")).then_some(active)
+        prom.targets_up(JOBS)
     })
     .unwrap_or_else(|e| {
         panic!(
             "{e}\n{}",
-            api(&prom, "/api/v1/targets")
+            prom.api("/api/v1/targets")
                 .map(|v| v.to_string())
                 .unwrap_or_default()
         )
@@ -275,10 +161,10 @@ fn prometheus_scrapes_every_component_with_the_written_configuration() {
     ];
     for (expr, at_least) in expectations {
         let result = wait_for(Duration::from_secs(60), expr, || {
-            let r = query(&prom, expr);
+            let r = prom.query(expr);
             (r.len() >= *at_least).then_some(r)
         })
-        .unwrap_or_else(|e| panic!("{e}: {:?}", query(&prom, expr)));
+        .unwrap_or_else(|e| panic!("{e}: {:?}", prom.query(expr)));
         assert!(!result.is_empty(), "{expr}");
     }
 }

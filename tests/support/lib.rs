@@ -8,6 +8,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub mod prometheus;
+
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
