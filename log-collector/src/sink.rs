@@ -204,9 +204,18 @@ impl Sink {
 
     /// Send one encoded batch. `Ok(n)`: stored, except `n` lines the server refused one by
     /// one (an Elasticsearch `_bulk` answer can refuse some items and keep the rest).
+    #[tracing::instrument(
+        name = "log.ship",
+        level = "info",
+        skip_all,
+        fields(otel.kind = "client", sink = ?self.kind, bytes = body.len())
+    )]
     pub async fn send(&self, body: Bytes) -> Result<usize, SendError> {
         let mut req = http::Request::post(format!("{}{}", self.url, self.kind.path()))
             .header(http::header::CONTENT_TYPE, self.kind.content_type());
+        if let Some(headers) = req.headers_mut() {
+            skiff_telemetry::trace::inject_current(headers);
+        }
         if let Some(t) = &self.token {
             req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
         }

@@ -63,7 +63,32 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/ready", get(|| async { "ready" }))
         .route("/healthz", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(trace_request))
         .with_state(api)
+}
+
+/// A server span per request (ingest batches, queries, tails), continuing the caller's trace:
+/// a collector's batch and the search service's handling of it are one trace.
+async fn trace_request(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(
+            || request.uri().path().to_owned(),
+            |p| p.as_str().to_owned(),
+        );
+    let span = tracing::info_span!(
+        "http",
+        otel.name = %format!("{} {route}", request.method()),
+        otel.kind = "server",
+        http.request.method = %request.method(),
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    skiff_telemetry::trace::continue_remote_trace(&span, request.headers());
+    let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    response
 }
 
 /// With authentication on, every route but the health checks needs a token the cluster

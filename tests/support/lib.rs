@@ -193,6 +193,7 @@ pub struct Cluster {
     pub kubeconfig: PathBuf,
     cache: tempfile::TempDir,
     extra_args: Vec<String>,
+    extra_env: Vec<(String, String)>,
     /// This cluster's node name (unique per test cluster).
     pub node: String,
     /// `127.0.0.1:port` of the log search service (with `--search-port`).
@@ -207,6 +208,11 @@ impl Cluster {
 
     /// Start with extra `skiffd up` flags.
     pub fn start_with(extra: &[&str]) -> Result<Self> {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// Start a cluster with extra flags and environment variables (e.g. `OTEL_*`).
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut cluster = Cluster {
             dir,
@@ -216,6 +222,10 @@ impl Cluster {
             kubeconfig: PathBuf::new(),
             cache: tempfile::tempdir()?,
             extra_args: extra.iter().map(|s| (*s).to_owned()).collect(),
+            extra_env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             node: format!("node-{:08x}", rand_u32()),
             search_addr: None,
         };
@@ -271,6 +281,7 @@ impl Cluster {
             .args(&defaults)
             .args(&self.extra_args)
             .env("SKIFF_LOG", "info,skiff_apiserver=debug")
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -138,13 +138,34 @@ pub fn router(state: AppState) -> Router {
             auth::authenticate,
         ))
         .layer(
-            TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                let path = request.extensions().get::<MatchedPath>().map_or_else(
-                    || request.uri().path().to_owned(),
-                    |p| p.as_str().to_owned(),
-                );
-                tracing::debug_span!("http", method = %request.method(), path = %path)
-            }),
+            // One server span per request, continuing the caller's trace (`traceparent`); the
+            // store spans of the request are its children.
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    let route = skiff_telemetry::trace::route(request.uri().path());
+                    let span = tracing::info_span!(
+                        "http",
+                        otel.name = %format!("{} {route}", request.method()),
+                        otel.kind = "server",
+                        http.request.method = %request.method(),
+                        http.route = %route,
+                        url.path = %request.uri().path(),
+                        http.response.status_code = tracing::field::Empty,
+                        otel.status_code = tracing::field::Empty,
+                    );
+                    skiff_telemetry::trace::continue_remote_trace(&span, request.headers());
+                    span
+                })
+                .on_response(
+                    |response: &axum::response::Response,
+                     _: std::time::Duration,
+                     span: &tracing::Span| {
+                        span.record("http.response.status_code", response.status().as_u16());
+                        if response.status().is_server_error() {
+                            span.record("otel.status_code", "ERROR");
+                        }
+                    },
+                ),
         )
         .with_state(state)
 }

@@ -334,7 +334,7 @@ impl Scheduler {
             snapshot
         };
         for pod in due {
-            let span = tracing::debug_span!("schedule_pod", pod = %format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()));
+            let span = tracing::info_span!("schedule_pod", pod = %format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()));
             let _guard = span.enter();
             self.clone().schedule_one(pod, &mut snapshot, version);
         }

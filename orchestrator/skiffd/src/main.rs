@@ -67,31 +67,55 @@ enum Command {
     },
 }
 
-fn init_logging(format: &str) {
+/// Logs to stderr (text or JSON) and to the component log files the node's collector ships,
+/// each filtered by `SKIFF_LOG`; spans to OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set,
+/// filtered by `SKIFF_TRACE` (default `info`). JSON lines carry the trace and span ids.
+fn init_logging(format: &str, command: &str) -> Option<skiff_telemetry::trace::Tracing> {
+    use skiff_telemetry::trace::JsonWithTraceIds;
     use tracing_subscriber::Layer;
+    use tracing_subscriber::fmt::format::JsonFields;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let log_filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let stderr = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let stderr = if format == "json" {
-        stderr.json().boxed()
+        stderr
+            .fmt_fields(JsonFields::new())
+            .event_format(JsonWithTraceIds)
+            .boxed()
     } else {
         stderr.boxed()
     };
     // The node's log collector ships these (see component_logs).
     let files = tracing_subscriber::fmt::layer()
-        .json()
+        .fmt_fields(JsonFields::new())
+        .event_format(JsonWithTraceIds)
         .with_ansi(false)
         .with_writer(component_logs::ComponentLogs);
+    let (otel, tracing) = match skiff_telemetry::trace::otlp_layer(command) {
+        Ok(Some((layer, tracing))) => {
+            let filter = tracing_subscriber::EnvFilter::try_from_env("SKIFF_TRACE")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+            (Some(layer.with_filter(filter)), Some(tracing))
+        }
+        Ok(None) => (None, None),
+        Err(e) => {
+            eprintln!("OpenTelemetry trace export is off: {e}");
+            (None, None)
+        }
+    };
     tracing_subscriber::registry()
-        .with(filter)
-        .with(stderr)
-        .with(files)
+        .with(stderr.with_filter(log_filter()))
+        .with(files.with_filter(log_filter()))
+        .with(otel)
         .init();
+    tracing
 }
 
 fn main() -> anyhow::Result<()> {
@@ -99,11 +123,11 @@ fn main() -> anyhow::Result<()> {
     if let Command::ContainerShim { state_dir } = &cli.command {
         std::process::exit(skiff_agent::run_shim(state_dir));
     }
-    init_logging(&cli.log_format);
+    let tracing = init_logging(&cli.log_format, cli.command.name());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    match cli.command {
+    let result = match cli.command {
         Command::Up(args) => runtime.block_on(up::run(args, true)),
         Command::Server(args) => runtime.block_on(up::run(args, false)),
         Command::Agent(args) => runtime.block_on(join::run(args)),
@@ -116,5 +140,29 @@ fn main() -> anyhow::Result<()> {
         Command::KubeStateMetrics(args) => runtime.block_on(state_metrics::run(args)),
         Command::Token(args) => runtime.block_on(token::run(args)),
         Command::ContainerShim { .. } => unreachable!("handled before the runtime starts"),
+    };
+    drop(runtime);
+    if let Some(tracing) = tracing {
+        tracing.shutdown();
+    }
+    result
+}
+
+impl Command {
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Up(_) => "up",
+            Command::Server(_) => "server",
+            Command::Agent(_) => "agent",
+            Command::Scheduler(_) => "scheduler",
+            Command::ControllerManager(_) => "controller-manager",
+            Command::FakeNodes(_) => "fake-nodes",
+            Command::LogCollector(_) => "log-collector",
+            Command::Search(_) => "search",
+            Command::MetricsServer(_) => "metrics-server",
+            Command::KubeStateMetrics(_) => "kube-state-metrics",
+            Command::Token(_) => "token",
+            Command::ContainerShim { .. } => "container-shim",
+        }
     }
 }

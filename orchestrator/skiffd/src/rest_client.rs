@@ -74,31 +74,6 @@ impl RestClientMetrics {
     }
 }
 
-/// `/api/v1/namespaces/default/pods/web/status` → `/api/v1/namespaces/{namespace}/pods/{name}/status`.
-fn template(path: &str) -> String {
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let prefix = match segments.first() {
-        Some(&"api") => 2,
-        Some(&"apis") => 3,
-        _ => return path.to_owned(),
-    };
-    let mut out: Vec<String> = segments.iter().map(|s| (*s).to_owned()).collect();
-    let mut i = prefix;
-    if out.get(i).map(String::as_str) == Some("namespaces") && out.len() > i + 1 {
-        out[i + 1] = "{namespace}".into();
-        // `/namespaces/{namespace}` alone is the namespace object itself.
-        i += 2;
-        if out.len() == i {
-            return format!("/{}", out.join("/"));
-        }
-    }
-    // `<resource>/<name>/…`.
-    if out.len() > i + 1 {
-        out[i + 1] = "{name}".into();
-    }
-    format!("/{}", out.join("/"))
-}
-
 #[derive(Clone)]
 struct Layer(RestClientMetrics, String);
 
@@ -137,16 +112,31 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let method = request.method().to_string();
         let host = self.host.clone();
-        let url = template(request.uri().path());
+        let url = skiff_telemetry::trace::route(request.uri().path());
         let watch = request
             .uri()
             .query()
             .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
         let metrics = self.metrics.clone();
+        // A client span per request, its context sent along as `traceparent`, so the API
+        // server's span for it joins this component's trace.
+        let span = tracing::info_span!(
+            "http.client",
+            otel.name = %format!("{method} {url}"),
+            otel.kind = "client",
+            http.request.method = %method,
+            url.path = %url,
+            http.response.status_code = tracing::field::Empty,
+        );
+        let mut request = request;
+        span.in_scope(|| skiff_telemetry::trace::inject_current(request.headers_mut()));
         let started = Instant::now();
         let future = self.inner.call(request);
         Box::pin(async move {
-            let result = future.await;
+            let result = tracing::Instrument::instrument(future, span.clone()).await;
+            if let Ok(r) = &result {
+                span.record("http.response.status_code", r.status().as_u16());
+            }
             let code = match &result {
                 Ok(r) => r.status().as_u16().to_string(),
                 Err(_) => "<error>".to_owned(),
@@ -168,36 +158,5 @@ where
             }
             result
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::template;
-
-    #[test]
-    fn urls_become_templates() {
-        assert_eq!(
-            template("/api/v1/namespaces/default/pods/web/status"),
-            "/api/v1/namespaces/{namespace}/pods/{name}/status"
-        );
-        assert_eq!(
-            template("/api/v1/namespaces/default/pods"),
-            "/api/v1/namespaces/{namespace}/pods"
-        );
-        assert_eq!(
-            template("/api/v1/namespaces/kube-system"),
-            "/api/v1/namespaces/{namespace}"
-        );
-        assert_eq!(template("/api/v1/nodes/n1"), "/api/v1/nodes/{name}");
-        assert_eq!(
-            template("/apis/apps/v1/deployments"),
-            "/apis/apps/v1/deployments"
-        );
-        assert_eq!(
-            template("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/kube-scheduler"),
-            "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"
-        );
-        assert_eq!(template("/version"), "/version");
     }
 }

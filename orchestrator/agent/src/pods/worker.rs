@@ -134,7 +134,14 @@ async fn run_worker(
             let mut operation = "create";
             loop {
                 let sync_started = std::time::Instant::now();
-                let result = w.sync().await;
+                // Each sync is its own trace (the worker lives as long as the pod does).
+                let sync_span = tracing::info_span!(
+                    parent: None,
+                    "pod_sync",
+                    pod = %format!("{}/{}", w.pod_ref.namespace, w.pod_ref.name),
+                    operation,
+                );
+                let result = tracing::Instrument::instrument(w.sync(), sync_span).await;
                 w.ctx
                     .metrics
                     .pod_worker_seconds

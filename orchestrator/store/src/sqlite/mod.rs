@@ -181,11 +181,13 @@ impl Store for SqliteStore {
         self.shared.compacted.load(Ordering::SeqCst)
     }
 
+    #[tracing::instrument(name = "store.get", level = "info", skip_all, fields(db.system = "sqlite", key = %key))]
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         let key = key.to_owned();
         self.shared.reads.run(move |c| reader::get(c, &key)).await
     }
 
+    #[tracing::instrument(name = "store.range", level = "info", skip_all, fields(db.system = "sqlite", prefix = %request.prefix))]
     async fn range(&self, request: RangeRequest) -> Result<RangeResult> {
         let compacted = self.compacted_revision();
         self.shared
@@ -194,12 +196,14 @@ impl Store for SqliteStore {
             .await
     }
 
+    #[tracing::instrument(name = "store.create", level = "info", skip_all, fields(db.system = "sqlite", key = %key))]
     async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue> {
         let key = key.to_owned();
         self.write(|reply| WriteOp::Create { key, value, reply })
             .await
     }
 
+    #[tracing::instrument(name = "store.update", level = "info", skip_all, fields(db.system = "sqlite", key = %key, expected))]
     async fn update(&self, key: &str, value: Bytes, expected: Revision) -> Result<KeyValue> {
         let key = key.to_owned();
         self.write(|reply| WriteOp::Update {
@@ -211,6 +215,7 @@ impl Store for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(name = "store.delete", level = "info", skip_all, fields(db.system = "sqlite", key = %key))]
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<KeyValue> {
         let key = key.to_owned();
         self.write(|reply| WriteOp::Delete {
