@@ -46,9 +46,13 @@ pub fn bin_dir() -> &'static Path {
     })
 }
 
+/// The busybox image examples/ use; [`docker_test_images`] tags Debian's busybox-static with it.
+pub const EXAMPLES_BUSYBOX: &str = "busybox:1.35";
+
 /// Import the test images into the local Docker engine (once per process): `skiff-testapp:e2e`
 /// (the test workload, entrypoint `/bin/skiff-testapp`) and `busybox:e2e` (Debian's busybox-static
-/// with a few applets). There is no registry: images are tars of host files.
+/// with every applet, also tagged `busybox:1.35` for examples/). There is no registry: images are
+/// tars of host files.
 pub fn docker_test_images() -> Result<()> {
     static DONE: OnceLock<Result<(), String>> = OnceLock::new();
     DONE.get_or_init(|| {
@@ -62,9 +66,16 @@ pub fn docker_test_images() -> Result<()> {
             with_libraries: true,
             ..Default::default()
         };
-        let applets = [
-            "sh", "echo", "cat", "sleep", "ls", "env", "wget", "true", "false", "mkdir", "test",
-        ];
+        // Every applet the binary has (httpd, bc, date, … for the examples).
+        let applets: Vec<String> = Command::new("/bin/busybox")
+            .arg("--list")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+            .lines()
+            .filter(|a| !a.is_empty() && *a != "busybox" && !a.contains('/'))
+            .map(str::to_owned)
+            .collect();
         let busybox = skiff_agent::runtime::images::ImageSpec {
             tag: "busybox:e2e".into(),
             files: vec![(PathBuf::from("/bin/busybox"), "/bin/busybox".into())],
@@ -101,6 +112,14 @@ pub fn docker_test_images() -> Result<()> {
             if !status.success() {
                 return Err(format!("docker import {} failed", spec.tag));
             }
+        }
+        // The examples name the upstream tag of the same busybox version.
+        let tagged = Command::new("docker")
+            .args(["tag", "busybox:e2e", EXAMPLES_BUSYBOX])
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !tagged.success() {
+            return Err(format!("docker tag busybox:e2e {EXAMPLES_BUSYBOX} failed"));
         }
         Ok(())
     })

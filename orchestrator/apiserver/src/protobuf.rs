@@ -234,6 +234,11 @@ const JOB_SPEC: &[F] = &[
     F(8, "ttlSecondsAfterFinished", Int, ONE, PTR),
     F(9, "completionMode", Str, ONE, PTR),
     F(10, "suspend", Bool, ONE, PTR),
+    F(12, "backoffLimitPerIndex", Int, ONE, PTR),
+    F(13, "maxFailedIndexes", Int, ONE, PTR),
+    // `kubectl create job --from=cronjob/…` sets it (the server's default, TerminatingOrFailed).
+    F(14, "podReplacementPolicy", Str, ONE, PTR),
+    F(15, "managedBy", Str, ONE, PTR),
 ];
 const JOB_TEMPLATE: &[F] = &[
     F(1, "metadata", Msg(OBJECT_META), ONE, VAL),

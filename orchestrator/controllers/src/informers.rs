@@ -17,7 +17,7 @@ use k8s_openapi::api::apps::v1::{
     ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
 };
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
@@ -320,6 +320,7 @@ pub(crate) struct Informers {
     pub(crate) jobs: Informer<Job>,
     pub(crate) cronjobs: Informer<CronJob>,
     pub(crate) revisions: Informer<ControllerRevision>,
+    pub(crate) services: Informer<Service>,
 }
 
 impl Informers {
@@ -335,6 +336,7 @@ impl Informers {
             jobs: Informer::new(Api::all(client.clone())),
             cronjobs: Informer::new(Api::all(client.clone())),
             revisions: Informer::new(Api::all(client.clone())),
+            services: Informer::new(Api::all(client.clone())),
         }
     }
 
@@ -363,6 +365,7 @@ impl Informers {
         self.cronjobs.start("cronjobs", m.clone(), tasks, s.clone());
         self.revisions
             .start("controllerrevisions", m.clone(), tasks, s.clone());
+        self.services.start("services", m.clone(), tasks, s.clone());
     }
 }
 

@@ -6,6 +6,7 @@ pub mod certificates;
 mod cronjob;
 mod daemonset;
 mod deployment;
+mod endpoints;
 mod garbage_collector;
 mod history;
 mod hpa;
@@ -86,6 +87,19 @@ pub fn start(
         deploy_ctx,
         informers.deployments.subscribe(),
         informers.replicasets.subscribe(),
+        informers.pods.subscribe(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+
+    let endpoints_ctx = Arc::new(endpoints::Ctx {
+        client: client.clone(),
+        services: informers.services.cache(),
+        pods: informers.pods.cache(),
+    });
+    tasks.spawn(endpoints::run(
+        endpoints_ctx,
+        informers.services.subscribe(),
         informers.pods.subscribe(),
         metrics.clone(),
         shutdown.clone(),

@@ -68,6 +68,12 @@ pub(crate) struct UpArgs {
     /// Run neither the log search service nor the log collector DaemonSet.
     #[arg(long)]
     disable_log_pipeline: bool,
+    /// Whole UTC days of logs the search service keeps (today included).
+    #[arg(long, default_value_t = 7)]
+    log_retention_days: u32,
+    /// Delete the oldest days of logs while the indexes are larger than this many MiB.
+    #[arg(long)]
+    log_max_size_mb: Option<u64>,
     /// Port of the metrics server (metrics.k8s.io) on 127.0.0.1 (0 = pick a free port).
     #[arg(long, default_value_t = 4443)]
     metrics_server_port: u16,
@@ -224,10 +230,12 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
     // The log pipeline: the search service here, the collector on every node as a DaemonSet.
     let mut search = None;
     if !args.disable_log_pipeline && with_agent {
-        let config = skiff_search::Config::new(
+        let mut config = skiff_search::Config::new(
             data_dir.join("search"),
             std::net::SocketAddr::from(([127, 0, 0, 1], args.search_port)),
         );
+        config.retention_days = args.log_retention_days;
+        config.max_size_bytes = args.log_max_size_mb.map(|m| m * 1024 * 1024);
         let server = skiff_search::start(
             config,
             prometheus_client::registry::Registry::default(),
