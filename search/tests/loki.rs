@@ -503,7 +503,7 @@ async fn push_takes_snappy_protobuf_and_gzip_json() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn otlp_json_logs_are_stored_with_their_attributes() {
+async fn otlp_logs_in_json_and_protobuf_are_stored_with_their_attributes() {
     use tower::ServiceExt;
     let s = service();
     let body = serde_json::json!({"resourceLogs": [{
@@ -531,23 +531,87 @@ async fn otlp_json_logs_are_stored_with_their_attributes() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    // The same record in protobuf, from another pod, as an SDK's default exporter sends it.
+    let proto = {
+        use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+        use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+        use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        use prost::Message;
+        let text = |s: &str| AnyValue {
+            value: Some(any_value::Value::StringValue(s.to_owned())),
+        };
+        let kv = |k: &str, v: &str| KeyValue {
+            key: k.to_owned(),
+            value: Some(text(v)),
+            ..Default::default()
+        };
+        ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: Some(Resource {
+                    attributes: vec![
+                        kv("k8s.namespace.name", "shop"),
+                        kv("k8s.pod.name", "otel-2"),
+                    ],
+                    ..Default::default()
+                }),
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![LogRecord {
+                        time_unix_nano: (T0 + 6 * SEC) as u64,
+                        severity_number: 17,
+                        body: Some(text("payment failed")),
+                        trace_id: vec![
+                            0x5b, 0x8e, 0xff, 0xf7, 0x98, 0x03, 0x81, 0x03, 0xd2, 0x69, 0xb6, 0x33,
+                            0x81, 0x3f, 0xc6, 0x0c,
+                        ],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
+    };
     let resp = s
         .app
         .clone()
-        .oneshot(request("application/x-protobuf", vec![1, 2, 3]))
+        .oneshot(request("application/x-protobuf", proto))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/x-protobuf");
+    let resp = s
+        .app
+        .clone()
+        .oneshot(request("application/x-protobuf", vec![0xff, 0xff, 0xff]))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let resp = s
+        .app
+        .clone()
+        .oneshot(request("text/plain", b"payment failed".to_vec()))
         .await
         .unwrap();
     assert_eq!(resp.status(), 415);
     s.settle().await;
-    let q = enc(r#"{pod="otel-1", level="error"} | trace_id="5b8efff798038103d269b633813fc60c""#);
+    let q = enc(
+        r#"{namespace="shop", pod=~"otel-.*", level="error"} | trace_id="5b8efff798038103d269b633813fc60c""#,
+    );
     let v = s
         .get(&format!(
-            "/loki/api/v1/query_range?query={q}&start={T0}&end={}",
+            "/loki/api/v1/query_range?query={q}&start={T0}&end={}&direction=forward",
             T0 + 60 * SEC
         ))
         .await;
+    let mut got = entries(&v);
+    got.sort();
     assert_eq!(
-        entries(&v),
-        vec![(T0 + 5 * SEC, "payment failed".to_owned())]
+        got,
+        vec![
+            (T0 + 5 * SEC, "payment failed".to_owned()),
+            (T0 + 6 * SEC, "payment failed".to_owned())
+        ]
     );
 }
