@@ -100,6 +100,34 @@ pub enum Stage {
     Logfmt,
     Label(LabelFilter),
     LineFormat(Vec<TemplatePart>),
+    /// `| drop a, b="v"`: remove the labels (a matcher only where it matches).
+    Drop(Vec<LabelPick>),
+    /// `| keep a, b="v"`: remove every other label.
+    Keep(Vec<LabelPick>),
+    /// `| label_format dst=src, dst="{{.a}}-{{.b}}"`: rename or set labels.
+    LabelFormat(Vec<(String, LabelValue)>),
+}
+
+/// A label named by `drop`/`keep`, optionally with a matcher its value must satisfy.
+#[derive(Clone, Debug)]
+pub struct LabelPick {
+    pub name: String,
+    pub matcher: Option<LabelMatcher>,
+}
+
+impl LabelPick {
+    pub fn picks(&self, name: &str, value: &str) -> bool {
+        name == self.name && self.matcher.as_ref().is_none_or(|m| m.matches(Some(value)))
+    }
+}
+
+/// The right side of a `label_format` assignment.
+#[derive(Clone, Debug)]
+pub enum LabelValue {
+    /// `dst=src`: the value of `src`, which is removed.
+    Rename(String),
+    /// `dst="template"`.
+    Template(Vec<TemplatePart>),
 }
 
 /// `{selector} | stages…`

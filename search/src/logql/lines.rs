@@ -71,21 +71,35 @@ impl LogExpr {
                     }
                 }
                 Stage::LineFormat(parts) => {
-                    let mut out = String::new();
-                    for p in parts {
-                        match p {
-                            TemplatePart::Text(t) => out.push_str(t),
-                            TemplatePart::Line => out.push_str(&line),
-                            TemplatePart::Label(name) => {
-                                let v = labels
-                                    .get(name)
-                                    .map(String::as_str)
-                                    .or_else(|| record_label(r, name));
-                                out.push_str(v.unwrap_or(""));
+                    line = Cow::Owned(render(parts, &line, &labels, r));
+                }
+                Stage::Drop(picks) => {
+                    labels.retain(|k, v| !picks.iter().any(|p| p.picks(k, v)));
+                }
+                Stage::Keep(picks) => {
+                    labels.retain(|k, v| picks.iter().any(|p| p.picks(k, v)));
+                }
+                Stage::LabelFormat(assignments) => {
+                    // Every right side reads the labels as they were before this stage.
+                    let before = labels.clone();
+                    for (dst, value) in assignments {
+                        match value {
+                            LabelValue::Rename(src) => {
+                                let v = before
+                                    .get(src)
+                                    .cloned()
+                                    .or_else(|| record_label(r, src).map(str::to_owned))
+                                    .unwrap_or_default();
+                                if src != dst {
+                                    labels.remove(src);
+                                }
+                                labels.insert(dst.clone(), v);
+                            }
+                            LabelValue::Template(parts) => {
+                                labels.insert(dst.clone(), render(parts, &line, &before, r));
                             }
                         }
                     }
-                    line = Cow::Owned(out);
                 }
             }
         }
@@ -94,6 +108,25 @@ impl LogExpr {
             line: line.into_owned(),
         })
     }
+}
+
+/// A `line_format`/`label_format` template over the current line and labels.
+fn render(parts: &[TemplatePart], line: &str, labels: &Labels, r: &LogRecord) -> String {
+    let mut out = String::new();
+    for p in parts {
+        match p {
+            TemplatePart::Text(t) => out.push_str(t),
+            TemplatePart::Line => out.push_str(line),
+            TemplatePart::Label(name) => {
+                let v = labels
+                    .get(name)
+                    .map(String::as_str)
+                    .or_else(|| record_label(r, name));
+                out.push_str(v.unwrap_or(""));
+            }
+        }
+    }
+    out
 }
 
 impl LineFilter {
@@ -253,6 +286,38 @@ mod tests {
             namespace: Some("other".into()),
             ..rec("")
         }));
+    }
+
+    #[test]
+    fn drop_keep_and_label_format() {
+        let line = "method=GET status=503 user=ann";
+        let e = parse_log(r#"{pod="web-1"} | logfmt | drop user, method="POST""#).unwrap();
+        let p = e.process(&rec(line)).unwrap();
+        assert!(!p.labels.contains_key("user"));
+        assert_eq!(p.labels["method"], "GET");
+        let e = parse_log(r#"{pod="web-1"} | logfmt | keep pod, status=~"5..""#).unwrap();
+        let p = e.process(&rec(line)).unwrap();
+        assert_eq!(p.labels.keys().collect::<Vec<_>>(), vec!["pod", "status"]);
+        let p = e.process(&rec("status=200")).unwrap();
+        assert_eq!(p.labels.keys().collect::<Vec<_>>(), vec!["pod"]);
+        let e = parse_log(
+            r#"{pod="web-1"} | logfmt | label_format code=status, who="{{.user}}@{{.namespace}}", method=method | code >= 500"#,
+        )
+        .unwrap();
+        let p = e.process(&rec(line)).unwrap();
+        assert_eq!(p.labels["code"], "503");
+        assert!(!p.labels.contains_key("status"));
+        assert_eq!(p.labels["who"], "ann@shop");
+        assert_eq!(p.labels["method"], "GET");
+        assert!(e.process(&rec("status=200")).is_none());
+        for bad in [
+            r#"{pod="web-1"} | drop"#,
+            r#"{pod="web-1"} | label_format a"#,
+            r#"{pod="web-1"} | label_format a=1"#,
+            r#"{pod="web-1"} | label_format a="{{ .b | upper }}""#,
+        ] {
+            assert!(parse_log(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -74,7 +74,7 @@ const UNSUPPORTED_RANGE: [&str; 9] = [
     "quantile_over_time",
 ];
 
-const SUPPORTED: &str = "supported: {selector}, |= != |~ !~, | json, | logfmt, label filters, | line_format, count_over_time, rate, bytes_over_time, bytes_rate, absent_over_time, sum/avg/min/max/count/stddev/stdvar/topk/bottomk, vector(), numbers and binary operators";
+const SUPPORTED: &str = "supported: {selector}, |= != |~ !~, | json, | logfmt, label filters, | line_format, | label_format, | drop, | keep, count_over_time, rate, bytes_over_time, bytes_rate, absent_over_time, sum/avg/min/max/count/stddev/stdvar/topk/bottomk, vector(), numbers and binary operators";
 
 impl Parser {
     fn peek(&self) -> &Tok {
@@ -537,10 +537,60 @@ impl Parser {
                     template(&t).map_err(|m| ParseError { col, message: m })?,
                 ))
             }
-            "pattern" | "regexp" | "unpack" | "label_format" | "drop" | "keep" | "unwrap"
-            | "decolorize" | "distinct" => self.error(format!(
-                "| {name} is not supported by skiff-search yet ({SUPPORTED})"
-            )),
+            "drop" | "keep" => {
+                self.next();
+                let mut picks = Vec::new();
+                loop {
+                    let is_matcher = matches!(self.peek_at(1), Tok::Op("=" | "!=" | "=~" | "!~"));
+                    picks.push(if is_matcher {
+                        let m = self.matcher()?;
+                        LabelPick {
+                            name: m.name.clone(),
+                            matcher: Some(m),
+                        }
+                    } else {
+                        LabelPick {
+                            name: self.ident()?,
+                            matcher: None,
+                        }
+                    });
+                    if !self.eat_op(",") {
+                        break;
+                    }
+                }
+                Ok(if name == "drop" {
+                    Stage::Drop(picks)
+                } else {
+                    Stage::Keep(picks)
+                })
+            }
+            "label_format" => {
+                self.next();
+                let mut assignments = Vec::new();
+                loop {
+                    let dst = self.ident()?;
+                    self.expect_op("=")?;
+                    let col = self.col();
+                    let value = match self.next() {
+                        Tok::Ident(src) => LabelValue::Rename(src),
+                        Tok::Str(t) => LabelValue::Template(
+                            template(&t).map_err(|m| ParseError { col, message: m })?,
+                        ),
+                        _ => {
+                            self.pos -= 1;
+                            return self.unexpected("a label name or a template string");
+                        }
+                    };
+                    assignments.push((dst, value));
+                    if !self.eat_op(",") {
+                        break;
+                    }
+                }
+                Ok(Stage::LabelFormat(assignments))
+            }
+            "pattern" | "regexp" | "unpack" | "unwrap" | "decolorize" | "distinct" => self.error(
+                format!("| {name} is not supported by skiff-search yet ({SUPPORTED})"),
+            ),
             _ => Ok(Stage::Label(self.label_filter_or()?)),
         }
     }
