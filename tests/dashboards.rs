@@ -328,10 +328,7 @@ fn every_dashboard_panel_returns_data_from_a_live_cluster() {
         ])
         .expect_ok("successfully rolled out");
 
-    let config = std::fs::read_to_string(cluster.dir.path().join("prometheus.yml"))
-        .expect("skiffd up writes prometheus.yml")
-        .replace("scrape_interval: 15s", "scrape_interval: 2s");
-    let prom = Prometheus::start(&config);
+    let prom = Prometheus::for_cluster(&cluster);
     wait_for(Duration::from_secs(90), "every target up", || {
         prom.targets_up(JOBS)
     })

@@ -61,10 +61,7 @@ fn prometheus_scrapes_every_component_with_the_written_configuration() {
         ])
         .expect_ok("successfully rolled out");
 
-    let config = std::fs::read_to_string(cluster.dir.path().join("prometheus.yml"))
-        .expect("skiffd up writes prometheus.yml")
-        .replace("scrape_interval: 15s", "scrape_interval: 2s");
-    let prom = Prometheus::start(&config);
+    let prom = Prometheus::for_cluster(&cluster);
 
     let targets = wait_for(Duration::from_secs(90), "every target up", || {
         prom.targets_up(JOBS)

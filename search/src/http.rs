@@ -77,17 +77,14 @@ async fn trace_request(request: axum::extract::Request, next: axum::middleware::
             || request.uri().path().to_owned(),
             |p| p.as_str().to_owned(),
         );
-    let span = tracing::info_span!(
-        "http",
-        otel.name = %format!("{} {route}", request.method()),
-        otel.kind = "server",
-        http.request.method = %request.method(),
-        http.route = %route,
-        http.response.status_code = tracing::field::Empty,
+    let span = skiff_telemetry::trace::server_span(
+        request.method(),
+        &route,
+        request.uri().path(),
+        request.headers(),
     );
-    skiff_telemetry::trace::continue_remote_trace(&span, request.headers());
     let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
-    span.record("http.response.status_code", response.status().as_u16());
+    skiff_telemetry::trace::record_status(&span, response.status());
     response
 }
 

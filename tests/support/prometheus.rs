@@ -66,6 +66,15 @@ impl Prometheus {
         }
     }
 
+    /// Prometheus with the scrape configuration `skiffd up` wrote for `cluster`, scraping every
+    /// 2 s instead of 15 s.
+    pub fn for_cluster(cluster: &crate::Cluster) -> Prometheus {
+        let config = std::fs::read_to_string(cluster.dir.path().join("prometheus.yml"))
+            .expect("skiffd up writes prometheus.yml")
+            .replace("scrape_interval: 15s", "scrape_interval: 2s");
+        Prometheus::start(&config)
+    }
+
     /// GET an API path, parsed as JSON (None when Prometheus does not answer yet).
     pub fn api(&self, path: &str) -> Option<Value> {
         let r = http(&self.addr, "GET", path, None, b"").ok()?;

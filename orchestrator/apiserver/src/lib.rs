@@ -142,28 +142,18 @@ pub fn router(state: AppState) -> Router {
             // store spans of the request are its children.
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request| {
-                    let route = skiff_telemetry::trace::route(request.uri().path());
-                    let span = tracing::info_span!(
-                        "http",
-                        otel.name = %format!("{} {route}", request.method()),
-                        otel.kind = "server",
-                        http.request.method = %request.method(),
-                        http.route = %route,
-                        url.path = %request.uri().path(),
-                        http.response.status_code = tracing::field::Empty,
-                        otel.status_code = tracing::field::Empty,
-                    );
-                    skiff_telemetry::trace::continue_remote_trace(&span, request.headers());
-                    span
+                    skiff_telemetry::trace::server_span(
+                        request.method(),
+                        &skiff_telemetry::trace::route(request.uri().path()),
+                        request.uri().path(),
+                        request.headers(),
+                    )
                 })
                 .on_response(
                     |response: &axum::response::Response,
                      _: std::time::Duration,
                      span: &tracing::Span| {
-                        span.record("http.response.status_code", response.status().as_u16());
-                        if response.status().is_server_error() {
-                            span.record("otel.status_code", "ERROR");
-                        }
+                        skiff_telemetry::trace::record_status(span, response.status());
                     },
                 ),
         )

@@ -147,6 +147,36 @@ pub fn continue_remote_trace(span: &tracing::Span, headers: &HeaderMap) {
     }
 }
 
+/// A server span for one HTTP request, named `METHOD route`, continuing the caller's trace.
+/// Record the answer with [`record_status`].
+pub fn server_span(
+    method: &http::Method,
+    route: &str,
+    path: &str,
+    headers: &HeaderMap,
+) -> tracing::Span {
+    let span = tracing::info_span!(
+        "http",
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        url.path = %path,
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    continue_remote_trace(&span, headers);
+    span
+}
+
+/// Record a server span's response status (5xx marks the span as an error).
+pub fn record_status(span: &tracing::Span, status: http::StatusCode) {
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+}
+
 /// Add `traceparent` for the current span to an outgoing request's headers (no-op without an
 /// exported trace).
 pub fn inject_current(headers: &mut HeaderMap) {
