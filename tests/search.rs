@@ -311,4 +311,43 @@ fn beyond_loopback_only_cluster_tokens_get_in() {
     assert_eq!(code, 200);
     // A bootstrap token authenticates, but may only ask for certificates.
     assert_eq!(status("/api/v1/search?query=x", Some(&bootstrap)), 403);
+
+    // On every address with --trust-loopback (as `skiffd up --search-bind-address 0.0.0.0`
+    // runs it): loopback callers need no token, callers at another address still do.
+    let args: Vec<String> = vec![
+        "--data-dir".into(),
+        data.path().join("search-all").display().to_string(),
+        "--bind-address".into(),
+        "0.0.0.0:0".into(),
+        "--auth-kubeconfig".into(),
+        cluster.kubeconfig.display().to_string(),
+        "--trust-loopback".into(),
+    ];
+    let daemon = Daemon::start("search", &args);
+    let port = wait_for(Duration::from_secs(30), "search listening", || {
+        address(&daemon, 1)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()))
+    .rsplit(':')
+    .next()
+    .unwrap()
+    .to_owned();
+    let loopback = format!("127.0.0.1:{port}");
+    let status = |addr: &str, token: Option<&str>| {
+        request_as(addr, "GET", "/api/v1/search?query=x", b"", token)
+            .unwrap()
+            .0
+    };
+    assert_eq!(status(&loopback, None), 200);
+    let outside = skiff_agent::detect_node_ip();
+    if outside
+        .parse::<std::net::Ipv4Addr>()
+        .is_ok_and(|ip| !ip.is_loopback())
+    {
+        let outside = format!("{outside}:{port}");
+        assert_eq!(status(&outside, None), 401);
+        assert_eq!(status(&outside, Some("admin-token")), 200);
+    } else {
+        eprintln!("this machine has no non-loopback IPv4 address: the remote half is not checked");
+    }
 }

@@ -40,6 +40,8 @@ pub struct Api {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Bearer tokens checked against the cluster (when listening beyond loopback).
     pub auth: Option<Arc<crate::auth::Authenticator>>,
+    /// Callers on loopback need no token.
+    pub trust_loopback: bool,
 }
 
 pub fn router(api: Arc<Api>) -> Router {
@@ -89,13 +91,20 @@ async fn trace_request(request: axum::extract::Request, next: axum::middleware::
 }
 
 /// With authentication on, every route but the health checks needs a token the cluster
-/// accepts.
+/// accepts; with `trust_loopback`, callers on loopback are let in as they are when the service
+/// listens on loopback only (Prometheus and Grafana beside it, the API server's service proxy,
+/// which has authorized its caller already).
 async fn require_token(
     State(api): State<Arc<Api>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if let Some(auth) = &api.auth {
+    let from_loopback = api.trust_loopback
+        && request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .is_some_and(|peer| peer.0.ip().is_loopback());
+    if let Some(auth) = api.auth.as_ref().filter(|_| !from_loopback) {
         let header = request
             .headers()
             .get(header::AUTHORIZATION)

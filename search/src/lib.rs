@@ -50,6 +50,10 @@ pub struct Config {
     /// Check bearer tokens against this kubeconfig's cluster; required to listen beyond
     /// loopback.
     pub auth_kubeconfig: Option<PathBuf>,
+    /// Let callers on loopback in without a token (as when listening on loopback only): the
+    /// control plane's own consumers beside the service, while remote collectors and users
+    /// need tokens.
+    pub trust_loopback: bool,
 }
 
 impl Config {
@@ -64,6 +68,7 @@ impl Config {
             writer_threads: 1,
             writer_memory_bytes: 64 * 1024 * 1024,
             auth_kubeconfig: None,
+            trust_loopback: false,
         }
     }
 }
@@ -127,6 +132,7 @@ pub async fn start(
         registry,
         shutdown: shutdown.clone(),
         auth,
+        trust_loopback: config.trust_loopback,
     });
     let app = http::router(api);
     let retention = tokio::spawn(
@@ -135,7 +141,11 @@ pub async fn start(
     );
     let p = pipeline.clone();
     let task = tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned());
+        let serve = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.cancelled_owned());
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "log search server failed");
         }

@@ -72,6 +72,9 @@ pub struct AgentConfig {
     pub runtime: RuntimeKind,
     /// The sandbox image of the Docker runtime.
     pub pause_image: String,
+    /// Docker runtime: the container this agent runs in (its id, or `auto`), whose network the
+    /// pods join and whose end is theirs.
+    pub docker_node_container: Option<String>,
     /// Process runtime: image name → host binary.
     pub image_aliases: BTreeMap<String, String>,
     /// Listen address of the agent's HTTPS server.
@@ -130,6 +133,7 @@ impl AgentConfig {
             runtime: RuntimeKind::Auto,
             pause_image: format!("skiff/pause:{}", env!("CARGO_PKG_VERSION")),
             image_aliases: BTreeMap::new(),
+            docker_node_container: None,
             bind_address: IpAddr::from([0, 0, 0, 0]),
             port: 10250,
             node_ip: None,
@@ -253,14 +257,17 @@ pub struct RunningAgent {
     /// The runtime in use (`docker` or `process`).
     pub runtime: &'static str,
     tasks: Vec<JoinHandle<()>>,
+    runtime_handle: Arc<dyn Runtime>,
 }
 
 impl RunningAgent {
-    /// Wait for every task to end (after the shutdown token fired).
+    /// Wait for every task to end (after the shutdown token fired), then let the runtime
+    /// finish with the node.
     pub async fn wait(self) {
         for t in self.tasks {
             let _ = t.await;
         }
+        self.runtime_handle.node_stopping().await;
     }
 }
 
@@ -275,6 +282,7 @@ async fn make_runtime(config: &AgentConfig) -> anyhow::Result<Arc<dyn Runtime>> 
             &config.node_name,
             &config.pause_image,
             config.log_rotation,
+            config.docker_node_container.as_deref(),
         )
         .await
         .context("connecting to Docker")?;
@@ -392,5 +400,6 @@ pub async fn start(
         url: format!("https://{node_ip}:{port}"),
         runtime: runtime.name(),
         tasks,
+        runtime_handle: runtime,
     })
 }

@@ -65,6 +65,9 @@ pub struct ApiServerConfig {
     pub insecure_port: Option<u16>,
     /// Static token file (`token,user,uid,"groups"`).
     pub token_auth_file: Option<PathBuf>,
+    /// Bearer tokens the server issues itself (the log collector's, for the search service),
+    /// besides those of the token file.
+    pub extra_tokens: Vec<(String, Identity)>,
     /// Extra names and addresses for the serving certificate.
     pub extra_sans: Vec<String>,
     /// The address other machines reach this server at (the `kubernetes` Endpoints, and the
@@ -84,6 +87,7 @@ impl ApiServerConfig {
             port: 6443,
             insecure_port: None,
             token_auth_file: None,
+            extra_tokens: Vec::new(),
             extra_sans: Vec::new(),
             advertise_address: None,
             serving: ServingConfig::default(),
@@ -189,6 +193,9 @@ pub async fn start(
     if let Some(path) = &config.token_auth_file {
         tokens = TokenAuthenticator::from_file(path)
             .with_context(|| format!("reading token file {}", path.display()))?;
+    }
+    for (token, identity) in &config.extra_tokens {
+        tokens.insert(token.clone(), identity.clone());
     }
     let metrics = ApiMetrics::default();
     metrics.register(&mut metrics_registry);

@@ -4,7 +4,7 @@
 //! every start, so an upgrade rolls the new image out and a user's extra fields survive.
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
@@ -76,7 +76,7 @@ pub(crate) fn metrics_apiservice() -> anyhow::Result<APIService> {
 }
 
 /// Server-side apply `obj` as `name`, retrying while the API server is still starting.
-async fn apply_one<K>(api: Api<K>, name: &str, obj: &K) -> anyhow::Result<()>
+pub(crate) async fn apply_one<K>(api: Api<K>, name: &str, obj: &K) -> anyhow::Result<()>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
@@ -96,13 +96,28 @@ where
     unreachable!("the loop returns")
 }
 
-/// Create or update the addons: the search Service pointing at `search`, and the log collector
-/// DaemonSet shipping to it.
+/// The Secret holding the collector's token for the search service (mounted by its pods).
+pub(crate) fn collector_token_secret(token: &str) -> anyhow::Result<Secret> {
+    Ok(serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "skiff-log-collector-token", "namespace": "kube-system",
+                     "labels": {"app.kubernetes.io/name": "skiff-log-collector", "app.kubernetes.io/part-of": "skiff"}},
+        "type": "Opaque",
+        "stringData": {"token": token},
+    }))?)
+}
+
+/// Create or update the log pipeline addons: the search Service pointing at the search service
+/// on this machine's loopback `port`, the collector's token Secret, and the log collector
+/// DaemonSet shipping to `sink_url`.
 pub(crate) async fn apply(
     client: kube::Client,
-    search: std::net::SocketAddr,
+    port: u16,
+    sink_url: &str,
+    token: &str,
 ) -> anyhow::Result<()> {
-    let (service, endpoints) = search_service(search.port())?;
+    let (service, endpoints) = search_service(port)?;
     apply_one(
         Api::<Service>::namespaced(client.clone(), "kube-system"),
         "skiff-search",
@@ -115,7 +130,13 @@ pub(crate) async fn apply(
         &endpoints,
     )
     .await?;
-    let ds = log_collector(&format!("http://{search}"))?;
+    apply_one(
+        Api::<Secret>::namespaced(client.clone(), "kube-system"),
+        "skiff-log-collector-token",
+        &collector_token_secret(token)?,
+    )
+    .await?;
+    let ds = log_collector(sink_url)?;
     apply_one(
         Api::<DaemonSet>::namespaced(client, "kube-system"),
         "skiff-log-collector",
@@ -168,5 +189,33 @@ mod tests {
                 .contains(&"--sink-url=http://127.0.0.1:9428".to_owned())
         );
         assert_eq!(spec.host_network, Some(true));
+        // The token the server issued, from its Secret.
+        let token_file = c
+            .args
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find_map(|a| a.strip_prefix("--sink-token-file="))
+            .unwrap();
+        let mount = c
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| token_file.starts_with(m.mount_path.trim_start_matches('/')))
+            .unwrap();
+        let volume = spec
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == mount.name)
+            .unwrap();
+        let secret = collector_token_secret("t0ken").unwrap();
+        assert_eq!(
+            volume.secret.as_ref().unwrap().secret_name,
+            secret.metadata.name
+        );
+        assert_eq!(secret.string_data.unwrap()["token"], "t0ken");
     }
 }

@@ -34,6 +34,12 @@ pub(crate) struct AgentArgs {
     /// Root of the container log symlinks (default /var/log/containers as root, else under the data dir).
     #[arg(long)]
     pub(crate) container_log_dir: Option<PathBuf>,
+    /// Docker runtime, when this agent runs in a container of the engine it drives (kind's
+    /// node containers): that container's id, or `auto` to find it. Pods join its Docker
+    /// network, hostNetwork pods its network namespace, and stopping the agent removes its
+    /// pods (they cannot outlive their node).
+    #[arg(long)]
+    pub(crate) docker_node_container: Option<String>,
     /// Sandbox image of the Docker runtime (built from skiff-pause when missing).
     #[arg(long = "pod-infra-container-image")]
     pub(crate) pause_image: Option<String>,
@@ -157,6 +163,7 @@ impl AgentArgs {
             .map(|p| p.join("skiff"))
             .unwrap_or_else(|| data_dir.join("logs/skiff"));
         config.runtime = self.runtime;
+        config.docker_node_container = self.docker_node_container.clone();
         if let Some(image) = &self.pause_image {
             config.pause_image = image.clone();
         }

@@ -8,6 +8,7 @@ mod control;
 mod fake_nodes;
 mod join;
 mod log_collector;
+mod log_pipeline;
 mod metrics_server;
 mod prometheus_config;
 mod rest_client;

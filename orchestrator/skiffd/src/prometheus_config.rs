@@ -67,7 +67,11 @@ pub(crate) fn render(
                     .map(|ns| format!("?namespace={ns}"))
                     .unwrap_or_default();
                 let url = format!("http://{}/sd/{role}s{query}", targets.state_metrics);
-                ("http_sd_configs", json!([{"url": url}]))
+                // A node that joins is scraped within 15 s (Prometheus's default is a minute).
+                (
+                    "http_sd_configs",
+                    json!([{"url": url, "refresh_interval": "15s"}]),
+                )
             }
         }
     };

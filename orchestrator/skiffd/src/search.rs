@@ -38,6 +38,9 @@ pub(crate) struct SearchArgs {
     /// not its user). Needed to listen beyond loopback.
     #[arg(long)]
     auth_kubeconfig: Option<PathBuf>,
+    /// With --auth-kubeconfig: let callers on loopback in without a token.
+    #[arg(long, requires = "auth_kubeconfig")]
+    trust_loopback: bool,
 }
 
 impl SearchArgs {
@@ -50,6 +53,7 @@ impl SearchArgs {
         c.writer_threads = self.writer_threads;
         c.writer_memory_bytes = self.writer_memory_mb * 1024 * 1024;
         c.auth_kubeconfig = self.auth_kubeconfig.clone();
+        c.trust_loopback = self.trust_loopback;
         c
     }
 }

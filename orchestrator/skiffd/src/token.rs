@@ -72,11 +72,69 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
-fn random_chars(n: usize) -> String {
+pub(crate) fn random_chars(n: usize) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     (0..n)
         .map(|_| char::from(ALPHABET[rand::random_range(0..ALPHABET.len())]))
         .collect()
+}
+
+/// The Secret `kube-system/bootstrap-token-<id>` for the token `<id>.<secret>`, expiring after
+/// `ttl` (never when zero).
+pub(crate) fn token_secret(
+    id: &str,
+    secret: &str,
+    ttl: Duration,
+    description: Option<String>,
+) -> anyhow::Result<Secret> {
+    let mut data = BTreeMap::from([
+        ("token-id".to_owned(), id.to_owned()),
+        ("token-secret".to_owned(), secret.to_owned()),
+        (
+            "usage-bootstrap-authentication".to_owned(),
+            "true".to_owned(),
+        ),
+        ("usage-bootstrap-signing".to_owned(), "true".to_owned()),
+        ("auth-extra-groups".to_owned(), DEFAULT_GROUP.to_owned()),
+    ]);
+    if !ttl.is_zero() {
+        let expires =
+            jiff::Timestamp::now() + jiff::SignedDuration::from_secs(i64::try_from(ttl.as_secs())?);
+        data.insert(
+            "expiration".into(),
+            expires.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        );
+    }
+    if let Some(d) = description {
+        data.insert("description".into(), d);
+    }
+    Ok(Secret {
+        metadata: ObjectMeta {
+            name: Some(format!("bootstrap-token-{id}")),
+            namespace: Some("kube-system".into()),
+            ..ObjectMeta::default()
+        },
+        type_: Some(TOKEN_TYPE.into()),
+        string_data: Some(data),
+        ..Secret::default()
+    })
+}
+
+/// Split a bootstrap token `<6 chars>.<16 chars>` of `[a-z0-9]` into id and secret.
+pub(crate) fn parse_token(token: &str) -> anyhow::Result<(&str, &str)> {
+    let valid = |part: &str, len: usize| {
+        part.len() == len
+            && part
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+    };
+    match token.split_once('.') {
+        Some((id, secret)) if valid(id, 6) && valid(secret, 16) => Ok((id, secret)),
+        _ => bail!(
+            "a bootstrap token is 6 and 16 characters of [a-z0-9] joined by a dot \
+             (`abcdef.0123456789abcdef`)"
+        ),
+    }
 }
 
 pub(crate) async fn run(args: TokenArgs) -> anyhow::Result<()> {
@@ -95,37 +153,7 @@ pub(crate) async fn run(args: TokenArgs) -> anyhow::Result<()> {
             print_join_command,
         } => {
             let (id, secret) = (random_chars(6), random_chars(16));
-            let mut data = BTreeMap::from([
-                ("token-id".to_owned(), id.clone()),
-                ("token-secret".to_owned(), secret.clone()),
-                (
-                    "usage-bootstrap-authentication".to_owned(),
-                    "true".to_owned(),
-                ),
-                ("usage-bootstrap-signing".to_owned(), "true".to_owned()),
-                ("auth-extra-groups".to_owned(), DEFAULT_GROUP.to_owned()),
-            ]);
-            if !ttl.is_zero() {
-                let expires = jiff::Timestamp::now()
-                    + jiff::SignedDuration::from_secs(i64::try_from(ttl.as_secs())?);
-                data.insert(
-                    "expiration".into(),
-                    expires.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-                );
-            }
-            if let Some(d) = description {
-                data.insert("description".into(), d);
-            }
-            let object = Secret {
-                metadata: ObjectMeta {
-                    name: Some(format!("bootstrap-token-{id}")),
-                    namespace: Some("kube-system".into()),
-                    ..ObjectMeta::default()
-                },
-                type_: Some(TOKEN_TYPE.into()),
-                string_data: Some(data),
-                ..Secret::default()
-            };
+            let object = token_secret(&id, &secret, ttl, description)?;
             secrets
                 .create(&PostParams::default(), &object)
                 .await
@@ -236,6 +264,35 @@ async fn cluster_info(client: kube::Client) -> anyhow::Result<(String, String)> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_are_six_and_sixteen_lowercase_alphanumerics() {
+        assert_eq!(
+            parse_token("skiffc.c0mp05e5ecre7000").unwrap(),
+            ("skiffc", "c0mp05e5ecre7000")
+        );
+        for bad in [
+            "skiffc",
+            "Skiffc.c0mp05e5ecre7000",
+            "skiff.c0mp05e5ecre7000",
+            "skiffc.c0mp05e5ecre700",
+            "skiffc.c0mp05e5ecre7000x",
+            "skiffc-c0mp05e5ecre7000",
+        ] {
+            assert!(parse_token(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_token_secret_without_ttl_never_expires() {
+        let s = token_secret("abcdef", "0123456789abcdef", Duration::ZERO, None).unwrap();
+        assert_eq!(s.metadata.name.as_deref(), Some("bootstrap-token-abcdef"));
+        let data = s.string_data.unwrap();
+        assert!(!data.contains_key("expiration"));
+        assert_eq!(data["token-id"], "abcdef");
+        let s = token_secret("abcdef", "0123456789abcdef", Duration::from_secs(60), None).unwrap();
+        assert!(s.string_data.unwrap().contains_key("expiration"));
+    }
 
     #[test]
     fn ttls_parse_like_kubeadm_durations() {

@@ -59,12 +59,24 @@ pub(crate) struct UpArgs {
     /// tolerationSeconds every pod gets for the unreachable NoExecute taint.
     #[arg(long, default_value_t = 300)]
     default_unreachable_toleration_seconds: i64,
+    /// A bootstrap token (`<6 chars>.<16 chars>` of [a-z0-9]) that never expires, kept in the
+    /// cluster at every start, so agents can join unattended with `--token` (k3s's `--token`).
+    #[arg(long, env = "SKIFF_BOOTSTRAP_TOKEN", hide_env_values = true)]
+    bootstrap_token: Option<String>,
+    /// Also copy the cluster CA certificate (public, no key) to this file, for agents joining
+    /// with `--certificate-authority` (the compose stack shares it through a volume).
+    #[arg(long)]
+    publish_ca_cert: Option<PathBuf>,
     /// Do not start a node agent (`skiffd up` only).
     #[arg(long)]
     no_agent: bool,
-    /// Port of the log search service on 127.0.0.1 (0 = pick a free port).
+    /// Port of the log search service (0 = pick a free port).
     #[arg(long, default_value_t = 9428)]
     search_port: u16,
+    /// Address the log search service listens on. Beyond loopback, callers need a bearer token
+    /// the cluster accepts (the collectors get one); callers on loopback need none.
+    #[arg(long, default_value = "127.0.0.1")]
+    search_bind_address: IpAddr,
     /// Run neither the log search service nor the log collector DaemonSet.
     #[arg(long)]
     disable_log_pipeline: bool,
@@ -172,6 +184,8 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let data_dir = args.data_dir.canonicalize()?;
+    // endpoints.json says "everything is serving" (health checks wait for it): not yet.
+    let _ = std::fs::remove_file(data_dir.join("endpoints.json"));
     let mut registry = prometheus_client::registry::Registry::default();
     let store_metrics = StoreMetrics::default();
     store_metrics.register(&mut registry);
@@ -199,8 +213,16 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
     rest_metrics.register(&mut scheduler_registry);
     rest_metrics.register(&mut controllers_registry);
 
+    if let Some(token) = &args.bootstrap_token {
+        crate::token::parse_token(token).context("--bootstrap-token")?;
+    }
     let shutdown = CancellationToken::new();
     let mut config = ApiServerConfig::new(&data_dir);
+    let collector_token = crate::log_pipeline::collector_token(&data_dir)?;
+    config.extra_tokens.push((
+        collector_token.clone(),
+        crate::log_pipeline::collector_identity(),
+    ));
     config.bind_address = args.bind_address;
     config.port = args.port;
     config.insecure_port = args.insecure_port;
@@ -212,6 +234,7 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
             .then(|| skiff_agent::detect_node_ip().parse().ok())
             .flatten()
     });
+    let advertise_address = config.advertise_address;
     config.serving = ServingConfig {
         default_not_ready_toleration_seconds: args.default_not_ready_toleration_seconds,
         default_unreachable_toleration_seconds: args.default_unreachable_toleration_seconds,
@@ -227,27 +250,44 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
 
     let pki = Pki::load_or_create(&data_dir.join("pki"))?;
     let admin = kube_client_counted(&apiserver.kubeconfig, &rest_metrics).await?;
-    // The log pipeline: the search service here, the collector on every node as a DaemonSet.
-    let mut search = None;
-    if !args.disable_log_pipeline && with_agent {
-        let mut config = skiff_search::Config::new(
-            data_dir.join("search"),
-            std::net::SocketAddr::from(([127, 0, 0, 1], args.search_port)),
-        );
-        config.retention_days = args.log_retention_days;
-        config.max_size_bytes = args.log_max_size_mb.map(|m| m * 1024 * 1024);
-        let server = skiff_search::start(
-            config,
-            prometheus_client::registry::Registry::default(),
-            shutdown.clone(),
+    if let Some(path) = &args.publish_ca_cert {
+        crate::log_pipeline::write_public(path, &pki.ca.cert_pem)
+            .with_context(|| format!("--publish-ca-cert {}", path.display()))?;
+    }
+    if let Some(token) = &args.bootstrap_token {
+        let (id, secret) = crate::token::parse_token(token)?;
+        let object = crate::token::token_secret(
+            id,
+            secret,
+            Duration::ZERO,
+            Some("skiffd --bootstrap-token".into()),
+        )?;
+        crate::addons::apply_one(
+            kube::Api::namespaced(admin.clone(), "kube-system"),
+            &format!("bootstrap-token-{id}"),
+            &object,
         )
         .await
-        .context("starting the log search service")?;
-        let url = format!("http://{}", server.addr);
-        crate::addons::apply(admin.clone(), server.addr)
-            .await
-            .context("applying the log pipeline addons")?;
-        search = Some((server, url));
+        .context("keeping the --bootstrap-token Secret")?;
+    }
+    // The log pipeline: the search service here, the collector on every node as a DaemonSet.
+    let mut search = None;
+    if !args.disable_log_pipeline {
+        let pipeline = crate::log_pipeline::LogPipeline {
+            data_dir: &data_dir,
+            bind: std::net::SocketAddr::new(args.search_bind_address, args.search_port),
+            advertise: advertise_address,
+            auth_kubeconfig: &apiserver.kubeconfig,
+            retention_days: args.log_retention_days,
+            max_size_mb: args.log_max_size_mb,
+            collector_token: &collector_token,
+        };
+        search = Some(
+            pipeline
+                .start(admin.clone(), shutdown.clone())
+                .await
+                .context("starting the log pipeline")?,
+        );
     }
     // The metrics server, scraping every node's agent with a client certificate of the cluster.
     let mut metrics_server = None;
@@ -388,7 +428,8 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
         "ca": apiserver.ca_file,
         "agent": agent.as_ref().map(|a| a.url.clone()),
         "runtime": agent.as_ref().map(|a| a.runtime),
-        "search": search.as_ref().map(|s| s.1.clone()),
+        "search": search.as_ref().map(|s| s.local_url.clone()),
+        "searchSinkUrl": search.as_ref().map(|s| s.sink_url.clone()),
         "metricsServer": metrics_server.as_ref().map(|s| format!("http://{}", s.addr)),
         "metrics": {
             "apiserver": format!("{}/metrics", apiserver.url),
@@ -396,7 +437,7 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
             "controllerManager": controllers_metrics.map(|a| format!("http://{a}/metrics")),
             "stateMetrics": format!("http://{}/metrics", state_metrics.addr),
             "metricsServer": metrics_server.as_ref().map(|s| format!("http://{}/metrics", s.addr)),
-            "search": search.as_ref().map(|s| format!("{}/metrics", s.1)),
+            "search": search.as_ref().map(|s| format!("{}/metrics", s.local_url)),
         },
     });
     let apiserver_host = apiserver
@@ -412,7 +453,7 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
         metrics_server: metrics_server.as_ref().map(|s| s.addr.to_string()),
         search: search
             .as_ref()
-            .map(|s| s.1.trim_start_matches("http://").to_owned()),
+            .map(|s| s.local_url.trim_start_matches("http://").to_owned()),
     };
     for (file, discovery) in [
         ("prometheus.yml", crate::prometheus_config::Discovery::Http),
@@ -438,8 +479,8 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
         "  prometheus: prometheus --config.file={}",
         data_dir.join("prometheus.yml").display()
     );
-    if let Some((_, url)) = &search {
-        println!("  log search: {url}/api/v1/search?query=…");
+    if let Some(search) = &search {
+        println!("  log search: {}/api/v1/search?query=…", search.local_url);
     }
     println!("  add a node: skiffd token create --print-join-command, then run that command there");
 
@@ -453,8 +494,8 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
     if let Some(agent) = agent {
         agent.wait().await;
     }
-    if let Some((server, _)) = search {
-        server.wait().await;
+    if let Some(search) = search {
+        search.server.wait().await;
     }
     if let Some(server) = metrics_server {
         server.wait().await;

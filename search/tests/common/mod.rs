@@ -58,6 +58,7 @@ pub fn service() -> Service {
         registry,
         shutdown: tokio_util::sync::CancellationToken::new(),
         auth: None,
+        trust_loopback: false,
     }));
     Service {
         _dir: dir,

@@ -330,8 +330,16 @@ impl Worker {
                 pod_dir: self.ctx.pod_dir(&self.pod_ref.uid),
                 host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
             };
+            let host_network = config.host_network;
             match self.ctx.runtime.ensure_sandbox(&config).await {
-                Ok(s) => self.sandbox = Some(s),
+                // A pod on the node's network has the node's address, as the kubelet reports
+                // it (the collector binds its metrics port there; Prometheus finds it there).
+                Ok(mut s) => {
+                    if host_network {
+                        s.ip = self.ctx.node_ip.clone();
+                    }
+                    self.sandbox = Some(s);
+                }
                 Err(e) => {
                     self.ctx.events.pod(
                         &self.pod,

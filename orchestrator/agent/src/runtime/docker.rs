@@ -36,6 +36,74 @@ pub struct DockerRuntime {
     pause_image: String,
     rotation: Rotation,
     copiers: Arc<Mutex<HashSet<String>>>,
+    network: PodNetwork,
+}
+
+/// Where pod sandboxes go: by default the engine's bridge (hostNetwork pods: the host's
+/// namespace); from a node container, that container's network (hostNetwork pods: its
+/// namespace), so pods, nodes and the control plane share one flat network, as a CNI gives.
+#[derive(Debug, Clone)]
+struct PodNetwork {
+    pods: String,
+    host: String,
+    /// The pods cannot outlive the agent's container: remove them when it stops.
+    owned_by_node: bool,
+}
+
+impl PodNetwork {
+    fn engine_default() -> Self {
+        PodNetwork {
+            pods: "bridge".into(),
+            host: "host".into(),
+            owned_by_node: false,
+        }
+    }
+
+    /// The network of node container `spec` (`auto`: the container this process runs in).
+    async fn of_node_container(docker: &Docker, spec: &str) -> Result<Self> {
+        let id = if spec == "auto" {
+            own_container_id().ok_or_else(|| {
+                Error::Other(
+                    "--docker-node-container auto: this process does not run in a Docker container (no /containers/<id>/ mount in /proc/self/mountinfo); pass the container id".into(),
+                )
+            })?
+        } else {
+            spec.to_owned()
+        };
+        let c = docker
+            .inspect_container(&id, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| Error::Other(format!("inspecting the node container {id}: {e}")))?;
+        let mut networks: Vec<String> = c
+            .network_settings
+            .and_then(|n| n.networks)
+            .unwrap_or_default()
+            .into_keys()
+            .collect();
+        networks.sort();
+        let pods = networks
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Other(format!("the node container {id} has no network")))?;
+        let id = c.id.unwrap_or(id);
+        tracing::info!(container = %id, network = %pods, "pods join the node container's network");
+        Ok(PodNetwork {
+            pods,
+            host: format!("container:{id}"),
+            owned_by_node: true,
+        })
+    }
+}
+
+/// The id of the Docker container this process runs in: the engine bind-mounts files from
+/// `/var/lib/docker/containers/<id>/` (resolv.conf, hostname, hosts) into every container.
+fn own_container_id() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.split_whitespace().find_map(|field| {
+        let rest = field.split("/containers/").nth(1)?;
+        let id = rest.split('/').next()?;
+        (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_owned())
+    })
 }
 
 fn other(e: impl std::fmt::Display) -> Error {
@@ -73,7 +141,12 @@ fn parse_time(s: Option<&str>) -> Option<Timestamp> {
 impl DockerRuntime {
     /// Connect to the local engine (negotiating the API version: Debian's engine is older than
     /// bollard's default) and make sure the pause image exists.
-    pub async fn connect(node: &str, pause_image: &str, rotation: Rotation) -> Result<Self> {
+    pub async fn connect(
+        node: &str,
+        pause_image: &str,
+        rotation: Rotation,
+        node_container: Option<&str>,
+    ) -> Result<Self> {
         let docker = Docker::connect_with_local_defaults()
             .map_err(other)?
             .negotiate_version()
@@ -83,6 +156,10 @@ impl DockerRuntime {
         images::ensure_pause_image(&docker, pause_image)
             .await
             .map_err(|e| Error::Other(format!("{e:#}")))?;
+        let network = match node_container {
+            Some(spec) => PodNetwork::of_node_container(&docker, spec).await?,
+            None => PodNetwork::engine_default(),
+        };
         Ok(DockerRuntime {
             docker,
             node: node.to_owned(),
@@ -90,6 +167,7 @@ impl DockerRuntime {
             pause_image: pause_image.to_owned(),
             rotation,
             copiers: Arc::new(Mutex::new(HashSet::new())),
+            network,
         })
     }
 
@@ -331,7 +409,9 @@ impl Runtime for DockerRuntime {
         l.insert(labels::DOCKER_TYPE.to_owned(), "podsandbox".to_owned());
         l.insert(labels::NODE.to_owned(), self.node.clone());
         let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
-        for (container_port, host_port, proto) in &config.port_mappings {
+        // Ports of a pod in another container's namespace are that container's to publish.
+        let publish = !(config.host_network && self.network.owned_by_node);
+        for (container_port, host_port, proto) in config.port_mappings.iter().filter(|_| publish) {
             bindings.insert(
                 format!("{container_port}/{}", proto.to_lowercase()),
                 Some(vec![PortBinding {
@@ -346,9 +426,9 @@ impl Runtime for DockerRuntime {
             labels: Some(l),
             host_config: Some(HostConfig {
                 network_mode: Some(if config.host_network {
-                    "host".into()
+                    self.network.host.clone()
                 } else {
-                    "bridge".into()
+                    self.network.pods.clone()
                 }),
                 ipc_mode: Some("shareable".into()),
                 port_bindings: Some(bindings),
@@ -782,6 +862,33 @@ impl Runtime for DockerRuntime {
             .await
             .map_err(other)?;
         Ok(c.size_rw.map(|s| s.max(0) as u64))
+    }
+
+    async fn node_stopping(&self) {
+        if !self.network.owned_by_node {
+            return;
+        }
+        let containers = match self.find(&[]).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing this node's pods to remove them");
+                return;
+            }
+        };
+        tracing::info!(
+            count = containers.len(),
+            "the node container stops: removing its pods"
+        );
+        let removals = containers
+            .into_iter()
+            .filter_map(|c| c.id)
+            .map(|id| async move {
+                let options = RemoveContainerOptionsBuilder::default().force(true).build();
+                if let Err(e) = self.docker.remove_container(&id, Some(options)).await {
+                    tracing::warn!(container = %id, error = %e, "removing a pod container");
+                }
+            });
+        futures::future::join_all(removals).await;
     }
 
     async fn identity(&self, id: &str) -> Result<ContainerIdentity> {

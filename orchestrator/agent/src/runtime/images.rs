@@ -25,9 +25,14 @@ pub struct ImageSpec {
     pub with_libraries: bool,
 }
 
-/// Shared libraries of a binary as `ldd` reports them (empty for static binaries).
+/// Shared libraries of a binary as `ldd` reports them (empty for static binaries, and where
+/// there is no `ldd`: an image of Skiff's static binaries has none).
 pub fn shared_libraries(binary: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let out = std::process::Command::new("ldd").arg(binary).output()?;
+    let out = match std::process::Command::new("ldd").arg(binary).output() {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
     let text = String::from_utf8_lossy(&out.stdout);
     let mut libs = Vec::new();
     for line in text.lines() {

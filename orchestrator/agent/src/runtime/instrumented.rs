@@ -120,6 +120,10 @@ impl Runtime for Instrumented {
             .await
     }
 
+    async fn node_stopping(&self) {
+        self.inner.node_stopping().await
+    }
+
     async fn identity(&self, id: &str) -> Result<ContainerIdentity> {
         self.timed("container_status", self.inner.identity(id))
             .await

@@ -342,6 +342,11 @@ pub trait Runtime: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// The agent is stopping for good. A runtime whose pods cannot outlive their node (Docker
+    /// driven from a node container) removes them here; others leave them running, as the
+    /// kubelet does across restarts.
+    async fn node_stopping(&self) {}
+
     /// The container's runtime name and cgroup path.
     async fn identity(&self, id: &str) -> Result<ContainerIdentity> {
         Ok(ContainerIdentity {
