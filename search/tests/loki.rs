@@ -615,3 +615,120 @@ async fn otlp_logs_in_json_and_protobuf_are_stored_with_their_attributes() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unwrapped_values_pattern_and_regexp() {
+    let s = ready().await;
+    let steps: Vec<i64> = (0..5).map(|k| T0 + 30 * SEC + k * 30 * SEC).collect();
+    let range = format!("start={}&end={}&step=30s", steps[0], steps[4]);
+    // The health lines are "GET /health 200 ok <i>"; every third line is JSON instead.
+    let health = |i: i64| i % 3 != 0;
+    let in_window = |t: i64, pod: i64| -> Vec<f64> {
+        (0..120)
+            .filter(|i| ts_of(*i) > t - 60 * SEC && ts_of(*i) <= t)
+            .filter(|i| i % 2 == pod && health(*i))
+            .map(|i| i as f64)
+            .collect()
+    };
+
+    // sum_over_time over a pattern capture, grouped by pod (the JSON lines do not match the
+    // pattern and give no sample).
+    let q = enc(
+        r#"sum_over_time({namespace="shop"} | pattern "GET <_> <status> ok <n>" | unwrap n [1m]) by (pod)"#,
+    );
+    let v = s
+        .get(&format!("/loki/api/v1/query_range?query={q}&{range}"))
+        .await;
+    let m = matrix(&v);
+    assert_eq!(m.len(), 2, "{v}");
+    for (metric, points) in &m {
+        assert_eq!(metric.as_object().unwrap().len(), 1, "{metric}");
+        let pod: i64 = metric["pod"].as_str().unwrap()[4..].parse().unwrap();
+        let want: Vec<(f64, f64)> = steps
+            .iter()
+            .map(|t| (*t as f64 / 1e9, in_window(*t, pod).iter().sum::<f64>()))
+            .filter(|p| p.1 > 0.0)
+            .collect();
+        assert_eq!(points, &want, "pod {pod}");
+    }
+
+    // quantile_over_time over a regexp capture: the median of the window's values.
+    let at = T0 + 90 * SEC;
+    let q = enc(
+        r#"quantile_over_time(0.5, {pod="web-0"} | regexp `ok (?P<n>\d+)$` | unwrap n [1m]) by (pod)"#,
+    );
+    let v = s
+        .get(&format!("/loki/api/v1/query?query={q}&time={at}"))
+        .await;
+    let mut values = in_window(at, 0);
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    let median = if values.len() % 2 == 0 {
+        (values[mid - 1] + values[mid]) / 2.0
+    } else {
+        values[mid]
+    };
+    assert_eq!(v["data"]["result"][0]["metric"]["pod"], "web-0", "{v}");
+    assert_eq!(
+        v["data"]["result"][0]["value"][1],
+        median.to_string(),
+        "{v}"
+    );
+
+    // Without grouping each series keeps its labels but the unwrapped one: every JSON line in
+    // (T0, T0+2m] has its own `msg`, so each is a series.
+    let q = enc(r#"max_over_time({namespace="shop"} | json | unwrap status [2m])"#);
+    let v = s
+        .get(&format!(
+            "/loki/api/v1/query?query={q}&time={}",
+            T0 + 120 * SEC
+        ))
+        .await;
+    let result = v["data"]["result"].as_array().unwrap();
+    assert_eq!(
+        result.len(),
+        (1..120).filter(|i| !health(*i)).count(),
+        "{v}"
+    );
+    for r in result {
+        assert!(
+            r["metric"]["msg"]
+                .as_str()
+                .unwrap()
+                .starts_with("upstream error ")
+        );
+        assert_eq!(r["value"][1], "500", "{r}");
+        assert_eq!(r["metric"]["path"], "/api/cart", "{r}");
+        assert!(r["metric"].get("status").is_none(), "{r}");
+    }
+
+    // Parsers in log queries: labels to filter on.
+    let q = enc(r#"{namespace="shop"} | pattern "GET <path> <status> ok <n>" | n > 110"#);
+    let v = s
+        .get(&format!(
+            "/loki/api/v1/query_range?query={q}&start={}&end={}&limit=100",
+            T0,
+            T0 + 200 * SEC
+        ))
+        .await;
+    let mut got: Vec<i64> = entries(&v).iter().map(|(ts, _)| (ts - T0) / SEC).collect();
+    got.sort();
+    let want: Vec<i64> = (111..120).filter(|i| health(*i)).collect();
+    assert_eq!(got, want);
+    let stream = &v["data"]["result"][0]["stream"];
+    assert_eq!(stream["path"], "/health", "{v}");
+
+    // unwrap outside a range aggregation, and ops that need one, are refused where they are.
+    for q in [
+        r#"{namespace="shop"} | json | unwrap status"#,
+        r#"avg_over_time({namespace="shop"}[1m])"#,
+    ] {
+        let uri = format!("/loki/api/v1/query_range?query={}&{range}", enc(q));
+        let (status, v) = s.call("GET", &uri, Vec::new()).await;
+        assert_eq!(status, 400, "{q}: {v}");
+        assert!(
+            v["message"].as_str().unwrap().contains("unwrap"),
+            "{q}: {v}"
+        );
+    }
+}

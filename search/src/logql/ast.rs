@@ -106,6 +106,40 @@ pub enum Stage {
     Keep(Vec<LabelPick>),
     /// `| label_format dst=src, dst="{{.a}}-{{.b}}"`: rename or set labels.
     LabelFormat(Vec<(String, LabelValue)>),
+    /// `| regexp "(?P<name>…)"`: named groups of the first match become labels.
+    Regexp(regex::Regex),
+    /// `| pattern "<ip> - <_> \"<method> <uri>\""`: captures become labels when the whole
+    /// pattern matches from the start of the line.
+    Pattern(Vec<PatternPart>),
+    /// `| unwrap name`: the label whose value is a range aggregation's sample. Only in range
+    /// aggregations; taken out of the stages by the parser.
+    Unwrap(Unwrap),
+}
+
+/// A piece of a `pattern` expression.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PatternPart {
+    Literal(String),
+    /// A named capture; `None` for `<_>`.
+    Capture(Option<String>),
+}
+
+/// `| unwrap [duration|bytes](label)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unwrap {
+    pub label: String,
+    pub conversion: Conversion,
+}
+
+/// How an unwrapped label's value becomes a number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conversion {
+    /// A plain number.
+    Number,
+    /// A Go duration (`1.5s`, `250ms`, `1h2m`) in seconds.
+    Duration,
+    /// A byte size (`1.5KB`, `10MiB`, `512`) in bytes.
+    Bytes,
 }
 
 /// A label named by `drop`/`keep`, optionally with a matcher its value must satisfy.
@@ -144,9 +178,35 @@ pub enum RangeOp {
     BytesOverTime,
     BytesRate,
     AbsentOverTime,
+    SumOverTime,
+    AvgOverTime,
+    MinOverTime,
+    MaxOverTime,
+    FirstOverTime,
+    LastOverTime,
+    StddevOverTime,
+    StdvarOverTime,
+    QuantileOverTime,
 }
 
 impl RangeOp {
+    pub const ALL: [RangeOp; 14] = [
+        RangeOp::CountOverTime,
+        RangeOp::Rate,
+        RangeOp::BytesOverTime,
+        RangeOp::BytesRate,
+        RangeOp::AbsentOverTime,
+        RangeOp::SumOverTime,
+        RangeOp::AvgOverTime,
+        RangeOp::MinOverTime,
+        RangeOp::MaxOverTime,
+        RangeOp::FirstOverTime,
+        RangeOp::LastOverTime,
+        RangeOp::StddevOverTime,
+        RangeOp::StdvarOverTime,
+        RangeOp::QuantileOverTime,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             RangeOp::CountOverTime => "count_over_time",
@@ -154,7 +214,29 @@ impl RangeOp {
             RangeOp::BytesOverTime => "bytes_over_time",
             RangeOp::BytesRate => "bytes_rate",
             RangeOp::AbsentOverTime => "absent_over_time",
+            RangeOp::SumOverTime => "sum_over_time",
+            RangeOp::AvgOverTime => "avg_over_time",
+            RangeOp::MinOverTime => "min_over_time",
+            RangeOp::MaxOverTime => "max_over_time",
+            RangeOp::FirstOverTime => "first_over_time",
+            RangeOp::LastOverTime => "last_over_time",
+            RangeOp::StddevOverTime => "stddev_over_time",
+            RangeOp::StdvarOverTime => "stdvar_over_time",
+            RangeOp::QuantileOverTime => "quantile_over_time",
         }
+    }
+
+    /// Whether the op aggregates unwrapped values (and so needs `| unwrap`); `rate` takes one
+    /// optionally (the per-second sum).
+    pub fn needs_unwrap(self) -> bool {
+        !matches!(
+            self,
+            RangeOp::CountOverTime
+                | RangeOp::Rate
+                | RangeOp::BytesOverTime
+                | RangeOp::BytesRate
+                | RangeOp::AbsentOverTime
+        )
     }
 }
 
@@ -220,6 +302,13 @@ pub enum MetricExpr {
         range: i64,
         /// ns
         offset: i64,
+        /// The sampled label (`| unwrap`), for the `*_over_time` ops and `rate`.
+        unwrap: Option<Unwrap>,
+        /// φ of `quantile_over_time`.
+        param: Option<f64>,
+        /// `… by (a)` after an unwrapped range aggregation: samples of a group are aggregated
+        /// together.
+        grouping: Option<Grouping>,
     },
     Agg {
         op: AggOp,

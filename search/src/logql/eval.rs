@@ -216,6 +216,32 @@ fn eval_with(
             log,
             range,
             offset,
+            unwrap: Some(unwrap),
+            param,
+            grouping,
+        } => {
+            let window = Window {
+                range: *range,
+                offset: *offset,
+            };
+            Value::Vector(unwrapped_agg(
+                store,
+                *op,
+                log,
+                unwrap,
+                *param,
+                grouping.as_ref(),
+                window,
+                steps,
+            )?)
+        }
+        MetricExpr::Range {
+            op,
+            log,
+            range,
+            offset,
+            unwrap: None,
+            ..
         } => Value::Vector(range_agg(store, *op, log, *range, *offset, steps, keep)?),
         MetricExpr::Agg {
             op,
@@ -328,8 +354,126 @@ fn range_agg(
                 Vec::new()
             };
         }
+        // The parser lets none of these through without `| unwrap`.
+        op => {
+            return Err(QueryError::Invalid(format!(
+                "invalid aggregation {} without unwrap",
+                op.name()
+            )));
+        }
     }
     Ok(series)
+}
+
+/// A range aggregation's window: `(t - offset - range, t - offset]` at each step `t` (ns).
+#[derive(Clone, Copy)]
+struct Window {
+    range: i64,
+    offset: i64,
+}
+
+/// `sum_over_time`, `quantile_over_time`… and `rate` over the values of an unwrapped label, per
+/// series (the line's labels without the unwrapped one) or per group of `by`/`without`.
+#[allow(clippy::too_many_arguments)]
+fn unwrapped_agg(
+    store: &Store,
+    op: RangeOp,
+    log: &LogExpr,
+    unwrap: &Unwrap,
+    param: Option<f64>,
+    grouping: Option<&Grouping>,
+    window: Window,
+    steps: &Steps,
+) -> Result<Vec<Series>, QueryError> {
+    let Window { range, offset } = window;
+    if let Some(q) = param
+        && !(0.0..=1.0).contains(&q)
+    {
+        return Err(QueryError::Invalid(format!(
+            "quantile_over_time: φ must be between 0 and 1, got {q}"
+        )));
+    }
+    let first = steps.start - offset - range + 1;
+    let last = steps.at(steps.n - 1) - offset + 1;
+    let (filters, _) = plan(log, first, last);
+    let filters = query::expand_words(store, &filters)?;
+    let mut points: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
+    query::scan(store, &filters, MAX_SCANNED, |ts, _, record| {
+        if !log.selector_matches(&record) {
+            return;
+        }
+        let Some(mut p) = log.process(&record) else {
+            return;
+        };
+        let raw = p
+            .labels
+            .remove(&unwrap.label)
+            .or_else(|| super::lines::record_label(&record, &unwrap.label).map(str::to_owned));
+        let Some(v) = raw.and_then(|raw| super::lines::unwrap_value(unwrap.conversion, &raw))
+        else {
+            return;
+        };
+        let key = match grouping {
+            Some(g) => group_key(&p.labels, Some(g)),
+            None => p.labels,
+        };
+        points.entry(key).or_default().push((ts, v));
+    })?;
+    let secs = range as f64 / 1e9;
+    let mut out = Vec::new();
+    for (labels, mut pts) in points {
+        pts.sort_by_key(|p| p.0);
+        let values: Vec<Option<f64>> = (0..steps.n)
+            .map(|i| {
+                let end = steps.at(i) - offset;
+                let lo = pts.partition_point(|p| p.0 <= end - range);
+                let hi = pts.partition_point(|p| p.0 <= end);
+                let in_window: Vec<f64> = pts[lo..hi].iter().map(|p| p.1).collect();
+                over_time(op, param, &in_window, secs)
+            })
+            .collect();
+        if values.iter().any(Option::is_some) {
+            out.push(Series { labels, values });
+        }
+    }
+    Ok(out)
+}
+
+/// One window's value of an unwrapped range aggregation over its samples in time order.
+fn over_time(op: RangeOp, param: Option<f64>, v: &[f64], secs: f64) -> Option<f64> {
+    let (&first, &last) = (v.first()?, v.last()?);
+    let n = v.len() as f64;
+    let sum: f64 = v.iter().sum();
+    let variance = || {
+        let mean = sum / n;
+        v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n
+    };
+    Some(match op {
+        RangeOp::SumOverTime => sum,
+        RangeOp::AvgOverTime => sum / n,
+        RangeOp::MinOverTime => v.iter().copied().fold(f64::INFINITY, f64::min),
+        RangeOp::MaxOverTime => v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        RangeOp::FirstOverTime => first,
+        RangeOp::LastOverTime => last,
+        RangeOp::StdvarOverTime => variance(),
+        RangeOp::StddevOverTime => variance().sqrt(),
+        RangeOp::QuantileOverTime => quantile(param.unwrap_or(0.5), v),
+        // rate over an unwrapped label: the per-second sum.
+        RangeOp::Rate => sum / secs,
+        RangeOp::CountOverTime => n,
+        RangeOp::BytesOverTime | RangeOp::BytesRate | RangeOp::AbsentOverTime => return None,
+    })
+}
+
+/// Prometheus's `quantile`: linear interpolation between the closest ranks.
+fn quantile(q: f64, values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = q * (sorted.len() - 1) as f64;
+    let lower = rank.floor() as usize;
+    let upper = (lower + 1).min(sorted.len() - 1);
+    let weight = rank - lower as f64;
+    sorted[lower] * (1.0 - weight) + sorted[upper] * weight
 }
 
 /// Windows summed from per-bucket counts read off the fast columns.

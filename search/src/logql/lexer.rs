@@ -224,7 +224,7 @@ pub fn parse_duration(text: &str) -> Option<i64> {
     (total.is_finite() && total < i64::MAX as f64).then_some(total as i64)
 }
 
-fn parse_bytes(text: &str) -> Option<f64> {
+pub fn parse_bytes(text: &str) -> Option<f64> {
     let n = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
     let value: f64 = text[..n].parse().ok()?;
     let unit = match text[n..].to_ascii_lowercase().as_str() {

@@ -1,12 +1,12 @@
 //! Running a log pipeline over one line in memory: selector matching (for live tail and for
-//! matchers the index cannot answer), line filters, `json`, `logfmt`, label filters and
-//! `line_format`.
+//! matchers the index cannot answer), line filters, `json`, `logfmt`, `regexp`, `pattern`,
+//! label filters, `line_format`, `label_format`, `drop`/`keep`; and the values `unwrap` reads.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use super::ast::*;
-use super::lexer::value_as_number;
+use super::lexer::{parse_bytes, parse_duration, value_as_number};
 use crate::record::{LogRecord, logfmt};
 use crate::schema::LABEL_FIELDS;
 
@@ -65,6 +65,24 @@ impl LogExpr {
                         insert_extracted(&mut labels, &sanitize(&k), v);
                     }
                 }
+                Stage::Regexp(re) => {
+                    if let Some(caps) = re.captures(&line) {
+                        for name in re.capture_names().flatten() {
+                            if let Some(m) = caps.name(name) {
+                                insert_extracted(&mut labels, name, m.as_str().to_owned());
+                            }
+                        }
+                    }
+                }
+                Stage::Pattern(parts) => {
+                    if let Some(captures) = match_pattern(parts, &line) {
+                        for (name, value) in captures {
+                            insert_extracted(&mut labels, name, value.to_owned());
+                        }
+                    }
+                }
+                // Taken out by the parser; a range aggregation reads the label afterwards.
+                Stage::Unwrap(_) => {}
                 Stage::Label(f) => {
                     if !f.matches(&labels, r) {
                         return None;
@@ -216,6 +234,58 @@ fn insert_extracted(labels: &mut Labels, name: &str, value: String) {
     }
 }
 
+/// The named captures of `parts` in `line`, when the whole pattern matches from the line's
+/// start: a capture runs to the next occurrence of the literal after it (to the end of the line
+/// when it is last); text after the last literal is ignored.
+pub fn match_pattern<'a, 'l>(
+    parts: &'a [PatternPart],
+    line: &'l str,
+) -> Option<Vec<(&'a str, &'l str)>> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    for (i, part) in parts.iter().enumerate() {
+        match part {
+            PatternPart::Literal(lit) => {
+                if !line[pos..].starts_with(lit.as_str()) {
+                    return None;
+                }
+                pos += lit.len();
+            }
+            PatternPart::Capture(name) => {
+                let end = match parts.get(i + 1) {
+                    Some(PatternPart::Literal(next)) => pos + line[pos..].find(next.as_str())?,
+                    _ => line.len(),
+                };
+                if let Some(name) = name {
+                    out.push((name.as_str(), &line[pos..end]));
+                }
+                pos = end;
+            }
+        }
+    }
+    Some(out)
+}
+
+/// The sample an unwrapped label gives, or `None` when it is not a number of that kind (Loki
+/// marks such lines with `__error__`; here they give no sample).
+pub fn unwrap_value(conversion: Conversion, value: &str) -> Option<f64> {
+    let value = value.trim();
+    match conversion {
+        Conversion::Number => value.parse().ok(),
+        Conversion::Duration => {
+            let (sign, v) = match value.strip_prefix('-') {
+                Some(v) => (-1.0, v),
+                None => (1.0, value),
+            };
+            if v == "0" {
+                return Some(0.0);
+            }
+            parse_duration(v).map(|ns| sign * ns as f64 / 1e9)
+        }
+        Conversion::Bytes => value.parse().ok().or_else(|| parse_bytes(value)),
+    }
+}
+
 /// `| json`: every scalar of a JSON object line, nested keys joined with `_`; arrays skipped.
 fn json_labels(line: &str, labels: &mut Labels) {
     match serde_json::from_str::<serde_json::Value>(line.trim()) {
@@ -258,6 +328,57 @@ mod tests {
             labels: [("tier".to_owned(), "front".to_owned())].into(),
             ..LogRecord::default()
         }
+    }
+
+    #[test]
+    fn pattern_and_regexp_extract_labels() {
+        let line = r#"10.0.0.1 - - [26/Nov/2026] "GET /api/cart HTTP/1.1" 503 1234 extra"#;
+        let e = parse_log(
+            r#"{namespace="shop"} | pattern `<ip> - - [<_>] "<method> <uri> <_>" <status> <size> ` | status >= 500"#,
+        )
+        .unwrap();
+        let p = e.process(&rec(line)).unwrap();
+        assert_eq!(p.labels["ip"], "10.0.0.1");
+        assert_eq!(p.labels["method"], "GET");
+        assert_eq!(p.labels["uri"], "/api/cart");
+        assert_eq!(p.labels["size"], "1234");
+        assert!(!p.labels.contains_key("_"));
+        // A line the pattern does not match keeps its labels; the filter then drops it.
+        assert!(e.process(&rec("not an access log")).is_none());
+        // A trailing capture takes the rest of the line; an extracted name that is a stream
+        // label gets `_extracted`.
+        let e = parse_log(r#"{namespace="shop"} | pattern "<sev>: <pod>""#).unwrap();
+        let p = e.process(&rec("warn: disk at 91%: slow")).unwrap();
+        assert_eq!(p.labels["sev"], "warn");
+        assert_eq!(p.labels["pod_extracted"], "disk at 91%: slow");
+        assert_eq!(p.labels["pod"], "web-1");
+
+        let e =
+            parse_log(r#"{namespace="shop"} | regexp `took (?P<took>\d+)ms user=(?P<user>\w+)`"#)
+                .unwrap();
+        let p = e.process(&rec("GET / took 42ms user=ann")).unwrap();
+        assert_eq!(
+            (p.labels["took"].as_str(), p.labels["user"].as_str()),
+            ("42", "ann")
+        );
+        let p = e.process(&rec("nothing to see")).unwrap();
+        assert!(!p.labels.contains_key("took"));
+    }
+
+    #[test]
+    fn unwrapped_values_convert() {
+        use Conversion::*;
+        assert_eq!(unwrap_value(Number, " 2.5 "), Some(2.5));
+        assert_eq!(unwrap_value(Number, "2s"), None);
+        assert_eq!(unwrap_value(Duration, "1h2m3.5s"), Some(3723.5));
+        assert_eq!(unwrap_value(Duration, "250ms"), Some(0.25));
+        assert_eq!(unwrap_value(Duration, "-2s"), Some(-2.0));
+        assert_eq!(unwrap_value(Duration, "0"), Some(0.0));
+        assert_eq!(unwrap_value(Duration, "12"), None);
+        assert_eq!(unwrap_value(Bytes, "512"), Some(512.0));
+        assert_eq!(unwrap_value(Bytes, "1.5KB"), Some(1500.0));
+        assert_eq!(unwrap_value(Bytes, "2MiB"), Some(2.0 * 1024.0 * 1024.0));
+        assert_eq!(unwrap_value(Bytes, "lots"), None);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! A recursive-descent parser for the LogQL subset: stream selectors, line filters, `json`,
-//! `logfmt`, label filters, `line_format`, range aggregations, vector aggregations, number
+//! `logfmt`, `regexp`, `pattern`, label filters, `line_format`, range aggregations (with
+//! `unwrap`), vector aggregations, number
 //! literals, `vector()` and binary operators with PromQL's precedence. Anything else is refused
 //! with the column where it starts and what is supported instead.
 
@@ -15,6 +16,15 @@ pub fn parse(input: &str) -> Result<Expr, ParseError> {
     let expr = p.expr(0)?;
     p.expect_eof()?;
     match expr {
+        Node::Log(l) if l.stages.iter().any(|s| matches!(s, Stage::Unwrap(_))) => {
+            let col = input
+                .find("unwrap")
+                .map_or(1, |i| input[..i].chars().count() + 1);
+            Err(ParseError {
+                col,
+                message: "| unwrap is only allowed in range aggregations such as sum_over_time({…} | unwrap x [5m])".into(),
+            })
+        }
         Node::Log(l) => Ok(Expr::Log(l)),
         Node::Metric(m) => Ok(Expr::Metric(m)),
     }
@@ -42,14 +52,6 @@ struct Parser {
     pos: usize,
 }
 
-const RANGE_OPS: [(&str, RangeOp); 5] = [
-    ("count_over_time", RangeOp::CountOverTime),
-    ("rate", RangeOp::Rate),
-    ("bytes_over_time", RangeOp::BytesOverTime),
-    ("bytes_rate", RangeOp::BytesRate),
-    ("absent_over_time", RangeOp::AbsentOverTime),
-];
-
 const AGG_OPS: [(&str, AggOp); 9] = [
     ("sum", AggOp::Sum),
     ("avg", AggOp::Avg),
@@ -62,19 +64,7 @@ const AGG_OPS: [(&str, AggOp); 9] = [
     ("bottomk", AggOp::Bottomk),
 ];
 
-const UNSUPPORTED_RANGE: [&str; 9] = [
-    "sum_over_time",
-    "avg_over_time",
-    "max_over_time",
-    "min_over_time",
-    "first_over_time",
-    "last_over_time",
-    "stdvar_over_time",
-    "stddev_over_time",
-    "quantile_over_time",
-];
-
-const SUPPORTED: &str = "supported: {selector}, |= != |~ !~, | json, | logfmt, label filters, | line_format, | label_format, | drop, | keep, count_over_time, rate, bytes_over_time, bytes_rate, absent_over_time, sum/avg/min/max/count/stddev/stdvar/topk/bottomk, vector(), numbers and binary operators";
+const SUPPORTED: &str = "supported: {selector}, |= != |~ !~, | json, | logfmt, | regexp, | pattern, label filters, | line_format, | label_format, | drop, | keep, | unwrap, count_over_time, rate, bytes_over_time, bytes_rate, absent_over_time, sum/avg/min/max/first/last/stddev/stdvar/quantile_over_time, sum/avg/min/max/count/stddev/stdvar/topk/bottomk, vector(), numbers and binary operators";
 
 impl Parser {
     fn peek(&self) -> &Tok {
@@ -100,6 +90,13 @@ impl Parser {
     fn error<T>(&self, message: impl Into<String>) -> Result<T, ParseError> {
         Err(ParseError {
             col: self.col(),
+            message: message.into(),
+        })
+    }
+
+    fn error_at<T>(&self, col: usize, message: impl Into<String>) -> Result<T, ParseError> {
+        Err(ParseError {
+            col,
             message: message.into(),
         })
     }
@@ -271,7 +268,7 @@ impl Parser {
             }
             Tok::Op("{") => Ok(Node::Log(self.log_expr()?)),
             Tok::Ident(name) => {
-                if let Some((_, op)) = RANGE_OPS.iter().find(|(n, _)| *n == name) {
+                if let Some(op) = RangeOp::ALL.iter().find(|op| op.name() == name) {
                     self.next();
                     return self.range_agg(*op).map(Node::Metric);
                 }
@@ -285,11 +282,6 @@ impl Parser {
                     let n = self.number()?;
                     self.expect_op(")")?;
                     return Ok(Node::Metric(MetricExpr::Vector(n)));
-                }
-                if UNSUPPORTED_RANGE.contains(&name.as_str()) {
-                    return self.error(format!(
-                        "{name} needs `| unwrap`, which skiff-search does not support yet ({SUPPORTED})"
-                    ));
                 }
                 self.error(format!(
                     "syntax error: unexpected IDENTIFIER {name:?} ({SUPPORTED})"
@@ -311,7 +303,15 @@ impl Parser {
     }
 
     fn range_agg(&mut self, op: RangeOp) -> Result<MetricExpr, ParseError> {
+        let col = self.col();
         self.expect_op("(")?;
+        let param = if op == RangeOp::QuantileOverTime {
+            let q = self.number()?;
+            self.expect_op(",")?;
+            Some(q)
+        } else {
+            None
+        };
         if !self.is_op("{") {
             return self.unexpected("a stream selector {…}");
         }
@@ -332,11 +332,44 @@ impl Parser {
             offset = self.duration()?;
         }
         self.expect_op(")")?;
+        // `| unwrap` is a stage of the range's pipeline; it names the sampled label.
+        let mut unwrap = None;
+        let mut stages = Vec::new();
+        for stage in std::mem::take(&mut log.stages) {
+            match stage {
+                Stage::Unwrap(u) if unwrap.is_none() => unwrap = Some(u),
+                Stage::Unwrap(_) => return self.error_at(col, "only one | unwrap is allowed"),
+                s => stages.push(s),
+            }
+        }
+        log.stages = stages;
+        let name = op.name();
+        match (&unwrap, op.needs_unwrap()) {
+            (None, true) => {
+                return self.error_at(
+                    col,
+                    format!("invalid aggregation {name} without unwrap: add | unwrap <label>"),
+                );
+            }
+            (Some(_), false) if op != RangeOp::Rate => {
+                return self.error_at(col, format!("invalid aggregation {name} with unwrap"));
+            }
+            _ => {}
+        }
+        // Loki takes `by`/`without` after an unwrapped range aggregation.
+        let grouping = if unwrap.is_some() {
+            self.grouping()?
+        } else {
+            None
+        };
         Ok(MetricExpr::Range {
             op,
             log,
             range,
             offset,
+            unwrap,
+            param,
+            grouping,
         })
     }
 
@@ -588,9 +621,61 @@ impl Parser {
                 }
                 Ok(Stage::LabelFormat(assignments))
             }
-            "pattern" | "regexp" | "unpack" | "unwrap" | "decolorize" | "distinct" => self.error(
-                format!("| {name} is not supported by skiff-search yet ({SUPPORTED})"),
-            ),
+            "regexp" => {
+                self.next();
+                let col = self.col();
+                let re = self.string()?;
+                let compiled = regex::Regex::new(&re).map_err(|e| ParseError {
+                    col,
+                    message: format!("invalid regular expression {re:?}: {e}"),
+                })?;
+                if compiled.capture_names().flatten().next().is_none() {
+                    return Err(ParseError {
+                        col,
+                        message: format!("| regexp {re:?} has no named group (?P<name>…)"),
+                    });
+                }
+                Ok(Stage::Regexp(compiled))
+            }
+            "pattern" => {
+                self.next();
+                let col = self.col();
+                let text = self.string()?;
+                Ok(Stage::Pattern(
+                    pattern(&text).map_err(|m| ParseError { col, message: m })?,
+                ))
+            }
+            "unwrap" => {
+                self.next();
+                let conversion = match self.peek() {
+                    Tok::Ident(f) if matches!(self.peek_at(1), Tok::Op("(")) => {
+                        let conversion = match f.as_str() {
+                            "duration" | "duration_seconds" => Conversion::Duration,
+                            "bytes" => Conversion::Bytes,
+                            other => {
+                                return self.error(format!(
+                                    "unwrap conversion {other}() is not known (duration, duration_seconds, bytes)"
+                                ));
+                            }
+                        };
+                        self.next();
+                        self.next();
+                        Some(conversion)
+                    }
+                    _ => None,
+                };
+                let label = self.ident()?;
+                if conversion.is_some() {
+                    self.expect_op(")")?;
+                }
+                Ok(Stage::Unwrap(Unwrap {
+                    label,
+                    conversion: conversion.unwrap_or(Conversion::Number),
+                }))
+            }
+            "unpack" | "decolorize" | "distinct" => self.error(format!(
+                "| {name} is not supported by skiff-search yet ({SUPPORTED})"
+            )),
             _ => Ok(Stage::Label(self.label_filter_or()?)),
         }
     }
@@ -684,6 +769,51 @@ impl Parser {
 }
 
 /// A label regular expression, anchored at both ends as Prometheus and Loki do.
+/// A `pattern` expression: literals and `<name>`/`<_>` captures, at least one named, no two
+/// captures side by side (nothing would tell where one ends).
+fn pattern(text: &str) -> Result<Vec<PatternPart>, String> {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let capture = rest.strip_prefix('<').and_then(|r| {
+            let end = r.find('>')?;
+            let name = &r[..end];
+            let valid = name == "_"
+                || (!name.is_empty()
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && !name.starts_with(|c: char| c.is_ascii_digit()));
+            valid.then_some((name, &r[end + 1..]))
+        });
+        match capture {
+            Some((name, after)) => {
+                if matches!(parts.last(), Some(PatternPart::Capture(_))) {
+                    return Err(format!(
+                        "pattern {text:?}: captures must be separated by literal text"
+                    ));
+                }
+                parts.push(PatternPart::Capture((name != "_").then(|| name.to_owned())));
+                rest = after;
+            }
+            None => {
+                // Literal text up to the next thing that looks like a capture.
+                let next = rest[1..].find('<').map_or(rest.len(), |i| i + 1);
+                match parts.last_mut() {
+                    Some(PatternPart::Literal(l)) => l.push_str(&rest[..next]),
+                    _ => parts.push(PatternPart::Literal(rest[..next].to_owned())),
+                }
+                rest = &rest[next..];
+            }
+        }
+    }
+    if !parts
+        .iter()
+        .any(|p| matches!(p, PatternPart::Capture(Some(_))))
+    {
+        return Err(format!("pattern {text:?} has no named capture <name>"));
+    }
+    Ok(parts)
+}
+
 fn anchored(re: &str) -> Result<regex::Regex, String> {
     regex::Regex::new(&format!("^(?:{re})$"))
         .map_err(|e| format!("invalid regular expression {re:?}: {e}"))
@@ -810,6 +940,7 @@ mod tests {
             range,
             offset,
             log,
+            ..
         } = *inner
         else {
             panic!()
@@ -824,13 +955,63 @@ mod tests {
     }
 
     #[test]
+    fn unwrapped_range_aggregations() {
+        let MetricExpr::Range {
+            op,
+            log,
+            unwrap,
+            param,
+            grouping,
+            ..
+        } = metric(
+            r#"quantile_over_time(0.99, {app="a"} | json | unwrap duration(took) | took > 0 [5m]) by (pod)"#,
+        )
+        else {
+            panic!()
+        };
+        assert_eq!(op, RangeOp::QuantileOverTime);
+        assert_eq!(param, Some(0.99));
+        assert_eq!(
+            unwrap,
+            Some(Unwrap {
+                label: "took".into(),
+                conversion: Conversion::Duration
+            })
+        );
+        assert_eq!(grouping, Some(Grouping::By(vec!["pod".into()])));
+        // The unwrap stage is taken out; the filter after it stays.
+        assert_eq!(log.stages.len(), 2);
+        assert!(matches!(
+            metric(r#"rate({app="a"} | logfmt | unwrap bytes(size) [1m])"#),
+            MetricExpr::Range {
+                op: RangeOp::Rate,
+                unwrap: Some(_),
+                ..
+            }
+        ));
+    }
+
+    #[test]
     fn errors_say_where() {
         for (q, col, needle) in [
             (r#"{app="a""#, 9, "expecting"),
             (r#"{app=~".*"}"#, 1, "empty-compatible"),
             ("{}", 1, "at least one"),
-            (r#"{app="a"} | pattern "<x>""#, 13, "not supported"),
-            (r#"sum_over_time({app="a"}[1m])"#, 1, "unwrap"),
+            (r#"{app="a"} | unpack"#, 13, "not supported"),
+            (r#"{app="a"} | pattern "<a><b>""#, 21, "separated"),
+            (r#"{app="a"} | pattern "<_> x""#, 21, "no named capture"),
+            (r#"{app="a"} | regexp `(\w+)`"#, 20, "no named group"),
+            (r#"sum_over_time({app="a"}[1m])"#, 14, "without unwrap"),
+            (
+                r#"count_over_time({app="a"} | unwrap x [1m])"#,
+                16,
+                "with unwrap",
+            ),
+            (
+                r#"sum_over_time({app="a"} | unwrap f(x) [1m])"#,
+                34,
+                "not known",
+            ),
             (r#"{app="a"} |~ "(""#, 14, "regular expression"),
             (r#"count_over_time({app="a"})"#, 26, "\"[\""),
             (r#"{app="a"} + 1"#, 11, "metric queries on both sides"),
