@@ -247,6 +247,39 @@ async fn metric_queries_count_windows_like_loki() {
         assert!((got.1 - want.1).abs() < 1e-9, "{got:?} vs {want:?}");
     }
 
+    // Vector matching: errors per pod over all lines per pod and container, ignoring the
+    // container the left side does not have.
+    let q = enc(
+        r#"sum by (pod) (count_over_time({namespace="shop"} |= "error" [1m])) / ignoring(container) sum by (pod, container) (count_over_time({namespace="shop"}[1m]))"#,
+    );
+    let v = s
+        .get(&format!("/loki/api/v1/query_range?query={q}&{range}"))
+        .await;
+    let m = matrix(&v);
+    assert_eq!(m.len(), 2, "{v}");
+    for (metric, points) in &m {
+        assert_eq!(metric.as_object().unwrap().len(), 1, "{metric}");
+        let pod: i64 = metric["pod"].as_str().unwrap()[4..].parse().unwrap();
+        let want: Vec<(f64, f64)> = steps
+            .iter()
+            .map(|t| {
+                let errors = window(*t, Some(pod), |i| i % 3 == 0) as f64;
+                (
+                    *t as f64 / 1e9,
+                    errors / window(*t, Some(pod), |_| true) as f64,
+                )
+            })
+            .filter(|p| p.1 > 0.0)
+            .collect();
+        assert_eq!(points.len(), want.len(), "pod {pod}");
+        for (got, want) in points.iter().zip(&want) {
+            assert!(
+                (got.1 - want.1).abs() < 1e-9,
+                "pod {pod}: {got:?} vs {want:?}"
+            );
+        }
+    }
+
     // Instant: topk, bytes, comparison.
     let at = T0 + 120 * SEC;
     let q = enc(r#"topk(1, count_over_time({namespace="shop"} | json [2m]))"#);

@@ -292,6 +292,22 @@ impl BinOp {
     }
 }
 
+/// How the series of the two sides of a binary operation pair up: on the listed labels only
+/// (`on`), or on all but them (`ignoring`); one-to-one unless `group_left`/`group_right` makes
+/// the left (right) side the "many" side, copying the listed labels from the other.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VectorMatching {
+    pub on: bool,
+    pub labels: Vec<String>,
+    pub group: Option<Group>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Group {
+    Left(Vec<String>),
+    Right(Vec<String>),
+}
+
 /// A metric query.
 #[derive(Clone, Debug)]
 pub enum MetricExpr {
@@ -319,6 +335,8 @@ pub enum MetricExpr {
     Binary {
         op: BinOp,
         return_bool: bool,
+        /// `on(…)`/`ignoring(…)`, `group_left`/`group_right`; `None` matches identical labels.
+        matching: Option<VectorMatching>,
         lhs: Box<MetricExpr>,
         rhs: Box<MetricExpr>,
     },

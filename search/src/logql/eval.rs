@@ -269,13 +269,16 @@ fn eval_with(
         MetricExpr::Binary {
             op,
             return_bool,
+            matching,
             lhs,
             rhs,
         } => binary(
             *op,
             *return_bool,
+            matching.as_ref(),
             eval_with(store, lhs, steps, None)?,
             eval_with(store, rhs, steps, None)?,
+            steps.n,
         )?,
     };
     if let Value::Vector(v) = &value
@@ -694,7 +697,7 @@ fn arith(op: BinOp, a: f64, b: f64) -> Option<f64> {
 }
 
 /// One sample of `lhs op rhs`; `keep` is the vector side's value a filtering comparison keeps.
-fn sample(op: BinOp, return_bool: bool, a: f64, b: f64, keep: f64) -> Option<f64> {
+pub(super) fn sample(op: BinOp, return_bool: bool, a: f64, b: f64, keep: f64) -> Option<f64> {
     let r = arith(op, a, b)?;
     if op.is_comparison() && !return_bool {
         return (r == 1.0).then_some(keep);
@@ -702,7 +705,14 @@ fn sample(op: BinOp, return_bool: bool, a: f64, b: f64, keep: f64) -> Option<f64
     Some(r)
 }
 
-fn binary(op: BinOp, return_bool: bool, lhs: Value, rhs: Value) -> Result<Value, QueryError> {
+fn binary(
+    op: BinOp,
+    return_bool: bool,
+    matching: Option<&VectorMatching>,
+    lhs: Value,
+    rhs: Value,
+    n: usize,
+) -> Result<Value, QueryError> {
     if op.is_comparison()
         && !return_bool
         && matches!((&lhs, &rhs), (Value::Scalar(_), Value::Scalar(_)))
@@ -736,7 +746,14 @@ fn binary(op: BinOp, return_bool: bool, lhs: Value, rhs: Value) -> Result<Value,
             }
             Value::Vector(map_series(v, |b| sample(op, return_bool, a, b, b)))
         }
-        (Value::Vector(l), Value::Vector(r)) => Value::Vector(vector_vector(op, return_bool, l, r)),
+        (Value::Vector(l), Value::Vector(r)) => Value::Vector(super::matching::vector_vector(
+            op,
+            return_bool,
+            matching,
+            l,
+            r,
+            n,
+        )?),
     })
 }
 
@@ -750,82 +767,6 @@ fn map_series(v: Vec<Series>, f: impl Fn(f64) -> Option<f64>) -> Vec<Series> {
             })
         })
         .collect()
-}
-
-/// One-to-one matching on identical label sets.
-fn vector_vector(op: BinOp, return_bool: bool, l: Vec<Series>, r: Vec<Series>) -> Vec<Series> {
-    let right: HashMap<&Labels, &Series> = r.iter().map(|s| (&s.labels, s)).collect();
-    let mut out = Vec::new();
-    match op {
-        BinOp::Or => {
-            let left: HashMap<&Labels, &Series> = l.iter().map(|s| (&s.labels, s)).collect();
-            for s in &r {
-                if !left.contains_key(&s.labels) {
-                    out.push(s.clone());
-                }
-            }
-            let mut merged: Vec<Series> = l
-                .iter()
-                .map(|s| {
-                    let mut s = s.clone();
-                    if let Some(o) = right.get(&s.labels) {
-                        for (a, b) in s.values.iter_mut().zip(&o.values) {
-                            if a.is_none() {
-                                *a = *b;
-                            }
-                        }
-                    }
-                    s
-                })
-                .collect();
-            merged.extend(out);
-            return merged;
-        }
-        BinOp::And | BinOp::Unless => {
-            for s in l {
-                let other = right.get(&s.labels);
-                let values: Vec<Option<f64>> = s
-                    .values
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| {
-                        let there = other.is_some_and(|o| o.values[i].is_some());
-                        if (op == BinOp::And) == there {
-                            *v
-                        } else {
-                            None
-                        }
-                    })
-                    .collect();
-                if values.iter().any(Option::is_some) {
-                    out.push(Series {
-                        labels: s.labels,
-                        values,
-                    });
-                }
-            }
-            return out;
-        }
-        _ => {}
-    }
-    for s in l {
-        let Some(o) = right.get(&s.labels) else {
-            continue;
-        };
-        let values: Vec<Option<f64>> = s
-            .values
-            .iter()
-            .zip(&o.values)
-            .map(|(a, b)| sample(op, return_bool, (*a)?, (*b)?, (*a)?))
-            .collect();
-        if values.iter().any(Option::is_some) {
-            out.push(Series {
-                labels: s.labels,
-                values,
-            });
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -874,30 +815,50 @@ mod tests {
     fn binary_operators() {
         let one = Value::Vector(vec![series(&[], &[Some(1.0)])]);
         assert_eq!(
-            binary(BinOp::Add, false, one.clone(), one.clone()).unwrap(),
+            binary(BinOp::Add, false, None, one.clone(), one.clone(), 1).unwrap(),
             Value::Vector(vec![series(&[], &[Some(2.0)])])
         );
         let v = Value::Vector(vec![
             series(&[("a", "x")], &[Some(1.0), Some(10.0)]),
             series(&[("a", "y")], &[Some(7.0), None]),
         ]);
-        let Value::Vector(gt) = binary(BinOp::Gt, false, v.clone(), Value::Scalar(5.0)).unwrap()
+        let Value::Vector(gt) =
+            binary(BinOp::Gt, false, None, v.clone(), Value::Scalar(5.0), 2).unwrap()
         else {
             panic!()
         };
         assert_eq!(gt[0].values, vec![None, Some(10.0)]);
         assert_eq!(gt[1].values, vec![Some(7.0), None]);
-        let Value::Vector(b) = binary(BinOp::Gt, true, v.clone(), Value::Scalar(5.0)).unwrap()
+        let Value::Vector(b) =
+            binary(BinOp::Gt, true, None, v.clone(), Value::Scalar(5.0), 2).unwrap()
         else {
             panic!()
         };
         assert_eq!(b[0].values, vec![Some(0.0), Some(1.0)]);
         assert_eq!(
-            binary(BinOp::Pow, false, Value::Scalar(2.0), Value::Scalar(10.0)).unwrap(),
+            binary(
+                BinOp::Pow,
+                false,
+                None,
+                Value::Scalar(2.0),
+                Value::Scalar(10.0),
+                1
+            )
+            .unwrap(),
             Value::Scalar(1024.0)
         );
-        assert!(binary(BinOp::Gt, false, Value::Scalar(2.0), Value::Scalar(1.0)).is_err());
-        let Value::Vector(d) = binary(BinOp::Div, false, v.clone(), v).unwrap() else {
+        assert!(
+            binary(
+                BinOp::Gt,
+                false,
+                None,
+                Value::Scalar(2.0),
+                Value::Scalar(1.0),
+                1
+            )
+            .is_err()
+        );
+        let Value::Vector(d) = binary(BinOp::Div, false, None, v.clone(), v, 2).unwrap() else {
             panic!()
         };
         assert_eq!(d[0].values, vec![Some(1.0), Some(1.0)]);

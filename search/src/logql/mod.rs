@@ -6,6 +6,7 @@ pub mod ast;
 pub mod eval;
 pub mod lexer;
 pub mod lines;
+mod matching;
 pub mod parser;
 
 pub use ast::{Expr, LogExpr, MetricExpr, ParseError};

@@ -64,7 +64,7 @@ const AGG_OPS: [(&str, AggOp); 9] = [
     ("bottomk", AggOp::Bottomk),
 ];
 
-const SUPPORTED: &str = "supported: {selector}, |= != |~ !~, | json, | logfmt, | regexp, | pattern, label filters, | line_format, | label_format, | drop, | keep, | unwrap, count_over_time, rate, bytes_over_time, bytes_rate, absent_over_time, sum/avg/min/max/first/last/stddev/stdvar/quantile_over_time, sum/avg/min/max/count/stddev/stdvar/topk/bottomk, vector(), numbers and binary operators";
+const SUPPORTED: &str = "supported: {selector}, |= != |~ !~, | json, | logfmt, | regexp, | pattern, label filters, | line_format, | label_format, | drop, | keep, | unwrap, count_over_time, rate, bytes_over_time, bytes_rate, absent_over_time, sum/avg/min/max/first/last/stddev/stdvar/quantile_over_time, sum/avg/min/max/count/stddev/stdvar/topk/bottomk, vector(), numbers and binary operators with on/ignoring and group_left/group_right";
 
 impl Parser {
     fn peek(&self) -> &Tok {
@@ -212,11 +212,7 @@ impl Parser {
                 self.next();
                 true
             };
-            if self.is_ident("on") || self.is_ident("ignoring") {
-                return self.error(
-                    "on()/ignoring() vector matching is not supported: both sides must have the same labels",
-                );
-            }
+            let matching = self.vector_matching(op)?;
             let rhs = self.expr(if right { prec } else { prec + 1 })?;
             let (Node::Metric(l), Node::Metric(r)) = (lhs, rhs) else {
                 return Err(ParseError {
@@ -228,6 +224,7 @@ impl Parser {
             lhs = Node::Metric(MetricExpr::Binary {
                 op,
                 return_bool,
+                matching,
                 lhs: Box::new(l),
                 rhs: Box::new(r),
             });
@@ -242,6 +239,7 @@ impl Parser {
                 Node::Metric(m) => Ok(Node::Metric(MetricExpr::Binary {
                     op: BinOp::Mul,
                     return_bool: false,
+                    matching: None,
                     lhs: Box::new(MetricExpr::Number(-1.0)),
                     rhs: Box::new(m),
                 })),
@@ -373,15 +371,8 @@ impl Parser {
         })
     }
 
-    fn grouping(&mut self) -> Result<Option<Grouping>, ParseError> {
-        let without = if self.is_ident("by") {
-            false
-        } else if self.is_ident("without") {
-            true
-        } else {
-            return Ok(None);
-        };
-        self.next();
+    /// `(a, b)`.
+    fn label_list(&mut self) -> Result<Vec<String>, ParseError> {
         self.expect_op("(")?;
         let mut labels = Vec::new();
         while !self.is_op(")") {
@@ -391,6 +382,57 @@ impl Parser {
             }
         }
         self.expect_op(")")?;
+        Ok(labels)
+    }
+
+    /// `on (…)` / `ignoring (…)` and `group_left [(…)]` / `group_right [(…)]` after an operator.
+    fn vector_matching(&mut self, op: BinOp) -> Result<Option<VectorMatching>, ParseError> {
+        let on = if self.is_ident("on") {
+            true
+        } else if self.is_ident("ignoring") {
+            false
+        } else {
+            return Ok(None);
+        };
+        self.next();
+        let labels = self.label_list()?;
+        let group = if self.is_ident("group_left") || self.is_ident("group_right") {
+            if op.is_set() {
+                return self.error("no grouping allowed for and, or, unless operations");
+            }
+            let left = self.is_ident("group_left");
+            self.next();
+            let extra = if self.is_op("(") {
+                self.label_list()?
+            } else {
+                Vec::new()
+            };
+            if on && let Some(both) = extra.iter().find(|l| labels.contains(l)) {
+                return self.error(format!(
+                    "label {both:?} must not occur in on() and in the group clause"
+                ));
+            }
+            Some(if left {
+                Group::Left(extra)
+            } else {
+                Group::Right(extra)
+            })
+        } else {
+            None
+        };
+        Ok(Some(VectorMatching { on, labels, group }))
+    }
+
+    fn grouping(&mut self) -> Result<Option<Grouping>, ParseError> {
+        let without = if self.is_ident("by") {
+            false
+        } else if self.is_ident("without") {
+            true
+        } else {
+            return Ok(None);
+        };
+        self.next();
+        let labels = self.label_list()?;
         Ok(Some(if without {
             Grouping::Without(labels)
         } else {
@@ -989,6 +1031,35 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn vector_matching() {
+        let MetricExpr::Binary { matching, .. } = metric(
+            r#"sum by (pod) (rate({app="a"}[1m])) * on (pod) group_left (node) sum by (pod, node) (rate({app="b"}[1m]))"#,
+        ) else {
+            panic!()
+        };
+        assert_eq!(
+            matching,
+            Some(VectorMatching {
+                on: true,
+                labels: vec!["pod".into()],
+                group: Some(Group::Left(vec!["node".into()])),
+            })
+        );
+        let MetricExpr::Binary { matching, .. } =
+            metric(r#"rate({app="a"}[1m]) > bool ignoring(level) rate({app="b"}[1m])"#)
+        else {
+            panic!()
+        };
+        assert_eq!(matching.map(|m| (m.on, m.group)), Some((false, None)));
+        for q in [
+            r#"rate({app="a"}[1m]) and on(pod) group_left rate({app="b"}[1m])"#,
+            r#"rate({app="a"}[1m]) * on(pod) group_left(pod) rate({app="b"}[1m])"#,
+        ] {
+            assert!(parse(q).is_err(), "{q}");
+        }
     }
 
     #[test]
