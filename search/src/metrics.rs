@@ -30,6 +30,8 @@ pub struct Metrics {
     pub truncated: Counter,
     pub rejected: Family<ReasonLabels, Counter>,
     pub commit_duration: Histogram,
+    /// Per line: acknowledged → searchable (committed).
+    pub time_to_searchable: Histogram,
     pub query_duration: Family<EndpointLabels, Histogram>,
     pub index_bytes: Family<IndexLabels, Gauge>,
     pub index_docs: Family<IndexLabels, Gauge>,
@@ -49,6 +51,9 @@ impl Default for Metrics {
             truncated: Counter::default(),
             rejected: Family::default(),
             commit_duration: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            time_to_searchable: Histogram::new([
+                0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0,
+            ]),
             query_duration: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 16))
             }),
@@ -93,6 +98,12 @@ impl Metrics {
             "Time to commit the indexes and make new lines searchable",
             Unit::Seconds,
             self.commit_duration.clone(),
+        );
+        r.register_with_unit(
+            "time_to_searchable",
+            "Per line, from its acknowledgement to the commit that makes it searchable",
+            Unit::Seconds,
+            self.time_to_searchable.clone(),
         );
         r.register_with_unit(
             "query_duration",

@@ -51,7 +51,8 @@ struct State {
 
 pub struct Pipeline {
     state: Mutex<State>,
-    to_indexer: Mutex<Option<SyncSender<Batch>>>,
+    /// Batches with the time they were acknowledged (for time-to-searchable).
+    to_indexer: Mutex<Option<SyncSender<(Batch, Instant)>>>,
     queued: Arc<AtomicUsize>,
     max_queued: usize,
     max_line_bytes: usize,
@@ -150,7 +151,7 @@ impl Pipeline {
         self.queued.fetch_add(1, Ordering::AcqRel);
         let sender = self.to_indexer.lock().expect("sender lock").clone();
         match sender {
-            Some(tx) if tx.send(batch).is_ok() => {}
+            Some(tx) if tx.send((batch, Instant::now())).is_ok() => {}
             // Shutting down: the batch is in the log and is indexed on the next start.
             _ => {
                 self.queued.fetch_sub(1, Ordering::AcqRel);
@@ -230,7 +231,7 @@ fn recover(
 
 /// The indexer thread: add documents as batches arrive, commit every `interval`.
 fn indexer(
-    rx: Receiver<Batch>,
+    rx: Receiver<(Batch, Instant)>,
     store: Arc<Store>,
     queued: Arc<AtomicUsize>,
     metrics: Metrics,
@@ -243,10 +244,13 @@ fn indexer(
     let mut end_seq = None;
     let mut deadline = Instant::now() + interval;
     let mut failures = 0u32;
+    // When each uncommitted batch was acknowledged, and its lines.
+    let mut waiting: Vec<(Instant, usize)> = Vec::new();
     loop {
         let timeout = deadline.saturating_duration_since(Instant::now());
         let disconnected = match rx.recv_timeout(timeout) {
-            Ok(batch) => {
+            Ok((batch, acknowledged)) => {
+                waiting.push((acknowledged, batch.records.len()));
                 for (i, r) in batch.records.iter().enumerate() {
                     let day = store::day_of(r.ts);
                     if let Err(e) =
@@ -280,6 +284,14 @@ fn indexer(
                             .observe(started.elapsed().as_secs_f64());
                         dirty.clear();
                         end_seq = None;
+                        // Every line of the batches is searchable from now on.
+                        let now = Instant::now();
+                        for (acknowledged, lines) in waiting.drain(..) {
+                            let secs = now.duration_since(acknowledged).as_secs_f64();
+                            for _ in 0..lines {
+                                metrics.time_to_searchable.observe(secs);
+                            }
+                        }
                         if let Some(p) = pipeline.upgrade() {
                             p.committed(seq);
                         }

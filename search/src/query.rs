@@ -476,9 +476,10 @@ fn html_escape(s: &str) -> String {
 /// The line with sequence number `seq`, looked up newest day first.
 pub fn find(store: &Store, seq: u64) -> Result<Option<Hit>, QueryError> {
     let fields = &store.fields;
-    let q = TermQuery::new(
-        Term::from_field_u64(fields.seq, seq),
-        IndexRecordOption::Basic,
+    let term = Term::from_field_u64(fields.seq, seq);
+    let q = tantivy::query::RangeQuery::new(
+        std::ops::Bound::Included(term.clone()),
+        std::ops::Bound::Included(term),
     );
     for day in store.days().iter().rev() {
         let searcher = day.searcher();

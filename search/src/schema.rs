@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 
 use tantivy::schema::{
-    DateOptions, DateTimePrecision, FAST, Field, INDEXED, IndexRecordOption, JsonObjectOptions,
-    STORED, Schema, TextFieldIndexing, TextOptions, Value,
+    DateOptions, DateTimePrecision, FAST, Field, IndexRecordOption, JsonObjectOptions, STORED,
+    Schema, TextFieldIndexing, TextOptions, Value,
 };
 use tantivy::store::{Compressor, ZstdCompressor};
 use tantivy::{DateTime, IndexSettings, TantivyDocument};
@@ -59,7 +59,9 @@ impl Fields {
                 .set_fast()
                 .set_precision(DateTimePrecision::Nanoseconds),
         );
-        let seq = b.add_u64_field("seq", INDEXED | FAST | STORED);
+        // Not indexed: a unique term per line cost a term-dictionary entry and a posting per
+        // line (4 % of the index); the one lookup by seq (`/api/v1/context`) scans the column.
+        let seq = b.add_u64_field("seq", FAST | STORED);
         // No field norms anywhere: lines are ranked by time, never by relevance, and norms
         // cost a byte per document per field.
         let message = b.add_text_field(
@@ -210,12 +212,16 @@ impl Default for Fields {
 }
 
 /// Index settings: zstd for the document store (logs compress well; the reference measured
-/// 0.84x the size of lz4 for ~the same indexing speed).
+/// 0.84x the size of lz4 for ~the same indexing speed), level 6 over 256 KiB blocks instead of
+/// tantivy's 16 KiB: neighbouring lines share most of their labels and words, and the store
+/// went from 69 to 42 MB per million lines (docs/BENCHMARKS.md). Reading one line decompresses
+/// its block; the newest lines of a query sit in few blocks.
 pub fn settings() -> IndexSettings {
     IndexSettings {
         docstore_compression: Compressor::Zstd(ZstdCompressor {
-            compression_level: Some(3),
+            compression_level: Some(6),
         }),
+        docstore_blocksize: 256 * 1024,
         ..IndexSettings::default()
     }
 }

@@ -41,6 +41,35 @@ struct Args {
     /// Skip the bare tantivy and grep peers.
     #[arg(long)]
     no_peers: bool,
+    /// Send at this many lines/s instead of as fast as acknowledged (time-to-searchable below
+    /// saturation).
+    #[arg(long)]
+    rate: Option<f64>,
+}
+
+/// Quantile `q` of a Prometheus histogram in `text` as the upper bound of the bucket that
+/// reaches it (`+Inf` reads as infinity).
+fn histogram_quantile(text: &str, name: &str, q: f64) -> Option<f64> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    let buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&prefix)?;
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect();
+    let total = buckets.last()?.1;
+    (total > 0.0).then_some(())?;
+    buckets
+        .iter()
+        .find(|(_, c)| *c >= q * total)
+        .map(|(le, _)| *le)
 }
 
 /// Bare tantivy: the reference peer's schema, one writer thread with the service's budget,
@@ -239,15 +268,27 @@ async fn main() -> anyhow::Result<()> {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
 
     let started = Instant::now();
+    let total_bodies = bodies.len();
     let queue = Arc::new(std::sync::Mutex::new(bodies));
+    // With --rate, request k leaves at k × batch / rate seconds.
+    let pace = args
+        .rate
+        .map(|r| Duration::from_secs_f64(args.batch as f64 / r.max(1.0)));
     let mut tasks = Vec::new();
     for _ in 0..args.senders {
         let (queue, client, url) = (queue.clone(), client.clone(), url.clone());
         tasks.push(tokio::spawn(async move {
             loop {
-                let Some(body) = queue.lock().unwrap().pop() else {
+                let Some((k, body)) = ({
+                    let mut q = queue.lock().unwrap();
+                    let left = q.len();
+                    q.pop().map(|b| (total_bodies - left, b))
+                }) else {
                     return anyhow::Ok(());
                 };
+                if let Some(pace) = pace {
+                    tokio::time::sleep_until((started + pace * k as u32).into()).await;
+                }
                 loop {
                     let req = http::Request::post(format!("{url}/api/v1/ingest"))
                         .body(Full::new(body.clone()))?;
@@ -296,6 +337,27 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "RSS of the process (service + bench client) {:.0} MB (before start {:.0} MB)",
         peak_rss, rss_before
+    );
+    // Time to searchable per line, from the service's own histogram (acknowledged → the commit
+    // that makes the line searchable), at bucket resolution.
+    let req = http::Request::get(format!("{url}/metrics")).body(Full::new(Bytes::new()))?;
+    let metrics = client
+        .request(req)
+        .await?
+        .into_body()
+        .collect()
+        .await?
+        .to_bytes();
+    let metrics = String::from_utf8_lossy(&metrics);
+    let name = "skiff_search_time_to_searchable_seconds";
+    println!(
+        "time to searchable per line (acknowledged → committed{}): p50 ≤ {} s, p99 ≤ {} s, max bucket ≤ {} s",
+        args.rate
+            .map(|r| format!(", sent at {r:.0} lines/s"))
+            .unwrap_or_else(|| ", sent as fast as acknowledged".into()),
+        histogram_quantile(&metrics, name, 0.5).unwrap_or(f64::NAN),
+        histogram_quantile(&metrics, name, 0.99).unwrap_or(f64::NAN),
+        histogram_quantile(&metrics, name, 1.0).unwrap_or(f64::NAN),
     );
 
     // Let merges settle, then measure queries.
