@@ -200,6 +200,33 @@ fn matrix(v: &Value) -> Vec<(Value, Vec<(f64, f64)>)> {
         .collect()
 }
 
+/// A per-pod matrix answer against `want(step, pod)` at each step (steps with 0 left out).
+fn assert_per_pod(v: &Value, steps: &[i64], want: impl Fn(i64, i64) -> f64) {
+    let m = matrix(v);
+    assert_eq!(m.len(), 2, "{v}");
+    for (metric, points) in &m {
+        assert_eq!(metric.as_object().unwrap().len(), 1, "{metric}");
+        let pod: i64 = metric["pod"].as_str().unwrap()[4..].parse().unwrap();
+        let want: Vec<(f64, f64)> = steps
+            .iter()
+            .map(|t| (*t as f64 / 1e9, want(*t, pod)))
+            .filter(|p| p.1 > 0.0)
+            .collect();
+        assert_eq!(
+            points.len(),
+            want.len(),
+            "pod {pod}: {points:?} vs {want:?}"
+        );
+        for (got, want) in points.iter().zip(&want) {
+            assert_eq!(got.0, want.0, "pod {pod}");
+            assert!(
+                (got.1 - want.1).abs() < 1e-9,
+                "pod {pod}: {got:?} vs {want:?}"
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metric_queries_count_windows_like_loki() {
     let s = ready().await;
@@ -211,18 +238,7 @@ async fn metric_queries_count_windows_like_loki() {
     let v = s
         .get(&format!("/loki/api/v1/query_range?query={q}&{range}"))
         .await;
-    let m = matrix(&v);
-    assert_eq!(m.len(), 2);
-    for (metric, points) in &m {
-        assert_eq!(metric.as_object().unwrap().len(), 1, "{metric}");
-        let pod: i64 = metric["pod"].as_str().unwrap()[4..].parse().unwrap();
-        let want: Vec<(f64, f64)> = steps
-            .iter()
-            .map(|t| (*t as f64 / 1e9, window(*t, Some(pod), |_| true) as f64))
-            .filter(|p| p.1 > 0.0)
-            .collect();
-        assert_eq!(points, &want, "pod {pod}");
-    }
+    assert_per_pod(&v, &steps, |t, pod| window(t, Some(pod), |_| true) as f64);
 
     // Read through the pipeline: a line filter, rate.
     let q = enc(r#"sum(rate({namespace="shop"} |= "error" [1m]))"#);
@@ -255,30 +271,9 @@ async fn metric_queries_count_windows_like_loki() {
     let v = s
         .get(&format!("/loki/api/v1/query_range?query={q}&{range}"))
         .await;
-    let m = matrix(&v);
-    assert_eq!(m.len(), 2, "{v}");
-    for (metric, points) in &m {
-        assert_eq!(metric.as_object().unwrap().len(), 1, "{metric}");
-        let pod: i64 = metric["pod"].as_str().unwrap()[4..].parse().unwrap();
-        let want: Vec<(f64, f64)> = steps
-            .iter()
-            .map(|t| {
-                let errors = window(*t, Some(pod), |i| i % 3 == 0) as f64;
-                (
-                    *t as f64 / 1e9,
-                    errors / window(*t, Some(pod), |_| true) as f64,
-                )
-            })
-            .filter(|p| p.1 > 0.0)
-            .collect();
-        assert_eq!(points.len(), want.len(), "pod {pod}");
-        for (got, want) in points.iter().zip(&want) {
-            assert!(
-                (got.1 - want.1).abs() < 1e-9,
-                "pod {pod}: {got:?} vs {want:?}"
-            );
-        }
-    }
+    assert_per_pod(&v, &steps, |t, pod| {
+        window(t, Some(pod), |i| i % 3 == 0) as f64 / window(t, Some(pod), |_| true) as f64
+    });
 
     // Instant: topk, bytes, comparison.
     let at = T0 + 120 * SEC;
@@ -672,18 +667,7 @@ async fn unwrapped_values_pattern_and_regexp() {
     let v = s
         .get(&format!("/loki/api/v1/query_range?query={q}&{range}"))
         .await;
-    let m = matrix(&v);
-    assert_eq!(m.len(), 2, "{v}");
-    for (metric, points) in &m {
-        assert_eq!(metric.as_object().unwrap().len(), 1, "{metric}");
-        let pod: i64 = metric["pod"].as_str().unwrap()[4..].parse().unwrap();
-        let want: Vec<(f64, f64)> = steps
-            .iter()
-            .map(|t| (*t as f64 / 1e9, in_window(*t, pod).iter().sum::<f64>()))
-            .filter(|p| p.1 > 0.0)
-            .collect();
-        assert_eq!(points, &want, "pod {pod}");
-    }
+    assert_per_pod(&v, &steps, |t, pod| in_window(t, pod).iter().sum());
 
     // quantile_over_time over a regexp capture: the median of the window's values.
     let at = T0 + 90 * SEC;

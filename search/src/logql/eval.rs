@@ -770,10 +770,10 @@ fn map_series(v: Vec<Series>, f: impl Fn(f64) -> Option<f64>) -> Vec<Series> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn series(labels: &[(&str, &str)], values: &[Option<f64>]) -> Series {
+    pub(in crate::logql) fn series(labels: &[(&str, &str)], values: &[Option<f64>]) -> Series {
         Series {
             labels: labels
                 .iter()

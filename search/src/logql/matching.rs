@@ -200,17 +200,8 @@ fn set_operation(
 
 #[cfg(test)]
 mod tests {
+    use super::super::eval::tests::series;
     use super::*;
-
-    fn series(labels: &[(&str, &str)], values: &[Option<f64>]) -> Series {
-        Series {
-            labels: labels
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            values: values.to_vec(),
-        }
-    }
 
     fn on(labels: &[&str], group: Option<Group>) -> VectorMatching {
         VectorMatching {
