@@ -633,8 +633,14 @@ DASHBOARDS = [
                 unit="ops",
             ),
             ts(
-                "Search commit latency p99",
-                [prom(quantile(0.99, "skiff_search_commit_duration_seconds", C), "p99")],
+                "Search: time to searchable and commit latency, p99",
+                [
+                    prom(
+                        quantile(0.99, "skiff_search_time_to_searchable_seconds", C),
+                        "line acknowledged → searchable",
+                    ),
+                    prom(quantile(0.99, "skiff_search_commit_duration_seconds", C), "commit"),
+                ],
                 unit="s",
             ),
             ts(
