@@ -60,8 +60,13 @@ busybox_applets() {
 }
 
 mkdir -p "$context/skiffd"
+# Stripped: the release profile keeps line tables (hundreds of MB in skiffd).
+strip_copy() {
+  cp "$1" "$2"
+  if command -v strip >/dev/null; then strip "$2"; fi
+}
 for b in skiffd skiff; do
-  cp -p "$bin/$b" "$context/skiffd/$b"
+  strip_copy "$bin/$b" "$context/skiffd/$b"
 done
 cp /bin/busybox "$context/skiffd/busybox"
 # The label a Docker-runtime agent compares with its own executable (size and mtime, which COPY
@@ -77,7 +82,7 @@ busybox_applets "$context/busybox/bin"
 build busybox:1.35 busybox.Dockerfile "$context/busybox"
 
 mkdir -p "$context/pause"
-cp "$bin/skiff-pause" "$context/pause/skiff-pause"
+strip_copy "$bin/skiff-pause" "$context/pause/skiff-pause"
 build "skiff/pause:$version" pause.Dockerfile "$context/pause"
 
 # Prometheus: Debian's dynamically linked binary and the libraries ldd lists, at their paths.
