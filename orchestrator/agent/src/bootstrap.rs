@@ -227,7 +227,8 @@ async fn request_certificate(
     }
 }
 
-fn write_private(path: &Path, contents: &str) -> Result<()> {
+/// Write a private file (mode 0600) atomically, creating its directory.
+pub fn write_private(path: &Path, contents: &str) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }

@@ -34,26 +34,8 @@ pub(crate) fn collector_token(data_dir: &Path) -> anyhow::Result<String> {
         return Ok(text.trim().to_owned());
     }
     let token = crate::token::random_chars(48);
-    std::fs::create_dir_all(path.parent().expect("a parent"))?;
-    write_private(&path, token.as_bytes())?;
+    skiff_agent::bootstrap::write_private(&path, &token)?;
     Ok(token)
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
 }
 
 /// Write a public file (the CA certificate for joining agents) atomically.
@@ -113,19 +95,17 @@ impl LogPipeline<'_> {
         .context("starting the log search service")?;
         let port = server.addr.port();
         let local_url = format!("http://127.0.0.1:{port}");
-        let sink_url = match (beyond_loopback, self.bind.ip()) {
-            (false, ip) => format!("http://{}", SocketAddr::new(ip, port)),
-            (true, ip) if !ip.is_unspecified() => format!("http://{}", SocketAddr::new(ip, port)),
-            (true, _) => {
-                let ip = match self.advertise {
-                    Some(ip) => ip,
-                    None => skiff_agent::detect_node_ip()
-                        .parse()
-                        .context("this host's address for the collectors")?,
-                };
-                format!("http://{}", SocketAddr::new(ip, port))
-            }
+        // Collectors ship to the bound address, or to the advertised one when bound to all.
+        let ip = match self.bind.ip() {
+            ip if !ip.is_unspecified() => ip,
+            _ => match self.advertise {
+                Some(ip) => ip,
+                None => skiff_agent::detect_node_ip()
+                    .parse()
+                    .context("this host's address for the collectors")?,
+            },
         };
+        let sink_url = format!("http://{}", SocketAddr::new(ip, port));
         crate::addons::apply(admin, port, &sink_url, self.collector_token)
             .await
             .context("applying the log pipeline addons")?;

@@ -213,9 +213,10 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
     rest_metrics.register(&mut scheduler_registry);
     rest_metrics.register(&mut controllers_registry);
 
-    if let Some(token) = &args.bootstrap_token {
-        crate::token::parse_token(token).context("--bootstrap-token")?;
-    }
+    let bootstrap_token = match &args.bootstrap_token {
+        Some(t) => Some(crate::token::parse_token(t).context("--bootstrap-token")?),
+        None => None,
+    };
     let shutdown = CancellationToken::new();
     let mut config = ApiServerConfig::new(&data_dir);
     let collector_token = crate::log_pipeline::collector_token(&data_dir)?;
@@ -254,8 +255,7 @@ pub(crate) async fn run(args: UpArgs, with_agent: bool) -> anyhow::Result<()> {
         crate::log_pipeline::write_public(path, &pki.ca.cert_pem)
             .with_context(|| format!("--publish-ca-cert {}", path.display()))?;
     }
-    if let Some(token) = &args.bootstrap_token {
-        let (id, secret) = crate::token::parse_token(token)?;
+    if let Some((id, secret)) = bootstrap_token {
         let object = crate::token::token_secret(
             id,
             secret,
