@@ -13,7 +13,7 @@ use tantivy::snippet::SnippetGenerator;
 use tantivy::{DateTime, DocAddress, Searcher, SegmentReader, TantivyDocument, Term};
 
 use crate::record::LogRecord;
-use crate::schema::Fields;
+use crate::schema::{Fields, SegmentColumns};
 use crate::store::Store;
 
 /// A bad request, with a message that says what and where.
@@ -271,7 +271,7 @@ pub fn compile(fields: &Fields, filters: &Filters) -> Result<Compiled, QueryErro
             );
             parser.set_conjunction_by_default();
             // The lenient grammar reports where the text goes wrong; the strict one only fails.
-            let (ast, errors) = tantivy::query_grammar::parse_query_lenient(t);
+            let (mut ast, errors) = tantivy::query_grammar::parse_query_lenient(t);
             if let Some(e) = errors.first() {
                 return Err(QueryError::Invalid(format!(
                     "query {t:?}: at character {}: {}",
@@ -279,6 +279,7 @@ pub fn compile(fields: &Fields, filters: &Filters) -> Result<Compiled, QueryErro
                     e.message
                 )));
             }
+            send_unindexed_fields_to_message(&mut ast);
             let q = parser
                 .build_query_from_user_input_ast(ast)
                 .map_err(|e| QueryError::Invalid(format!("query {t:?}: {e}")))?;
@@ -294,6 +295,31 @@ pub fn compile(fields: &Fields, filters: &Filters) -> Result<Compiled, QueryErro
         query: Box::new(BooleanQuery::new(clauses)),
         text,
     })
+}
+
+/// `fields.<key>:<value>` terms whose value the fields index leaves out (an identifier, the
+/// line's time: [`crate::schema::field_is_indexed`]) search the message for the value instead,
+/// where the line's words are indexed.
+fn send_unindexed_fields_to_message(ast: &mut tantivy::query_grammar::UserInputAst) {
+    use tantivy::query_grammar::{UserInputAst, UserInputLeaf};
+    match ast {
+        UserInputAst::Clause(clauses) => {
+            for (_, c) in clauses {
+                send_unindexed_fields_to_message(c);
+            }
+        }
+        UserInputAst::Boost(inner, _) => send_unindexed_fields_to_message(inner),
+        UserInputAst::Leaf(leaf) => {
+            if let UserInputLeaf::Literal(lit) = &mut **leaf {
+                let unindexed = (lit.field_name.as_deref())
+                    .and_then(|f| f.strip_prefix("fields."))
+                    .is_some_and(|path| !crate::schema::field_is_indexed(path, Some(&lit.phrase)));
+                if unindexed {
+                    lit.field_name = None;
+                }
+            }
+        }
+    }
 }
 
 fn word_regex(fields: &Fields, pattern: &str) -> Result<Box<dyn Query>, QueryError> {
@@ -427,13 +453,12 @@ pub fn search(store: &Store, req: &SearchRequest) -> Result<SearchResult, QueryE
             }
             _ => None,
         };
+        let mut docs = Docs::new(fields, &searcher);
         for (key, addr) in top {
             if key.is_none() || result.hits.len() >= req.limit {
                 continue;
             }
-            result
-                .hits
-                .push(hit(fields, &searcher, addr, snippets.as_ref())?);
+            result.hits.push(hit(&mut docs, addr, snippets.as_ref())?);
         }
     }
     if result.hits.len() == req.limit {
@@ -442,14 +467,41 @@ pub fn search(store: &Store, req: &SearchRequest) -> Result<SearchResult, QueryE
     Ok(result)
 }
 
+/// Reads records back from one searcher: the document store for what is stored, each
+/// segment's columns (opened once) for the rest.
+struct Docs<'a> {
+    fields: &'a Fields,
+    searcher: &'a Searcher,
+    columns: std::collections::HashMap<u32, SegmentColumns>,
+}
+
+impl<'a> Docs<'a> {
+    fn new(fields: &'a Fields, searcher: &'a Searcher) -> Docs<'a> {
+        Docs {
+            fields,
+            searcher,
+            columns: Default::default(),
+        }
+    }
+
+    fn record(&mut self, addr: DocAddress) -> Result<(LogRecord, u64), QueryError> {
+        let stored: TantivyDocument = self.searcher.doc(addr)?;
+        let columns = match self.columns.entry(addr.segment_ord) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(SegmentColumns::open(
+                self.searcher.segment_reader(addr.segment_ord),
+            )?),
+        };
+        Ok(self.fields.record(&stored, columns, addr.doc_id))
+    }
+}
+
 fn hit(
-    fields: &Fields,
-    searcher: &Searcher,
+    docs: &mut Docs,
     addr: DocAddress,
     snippets: Option<&SnippetGenerator>,
 ) -> Result<Hit, QueryError> {
-    let doc: TantivyDocument = searcher.doc(addr)?;
-    let (record, seq) = fields.record(&doc);
+    let (record, seq) = docs.record(addr)?;
     let highlight = snippets.map(|g| {
         let s = g.snippet(&record.message);
         if s.highlighted().is_empty() {
@@ -485,7 +537,7 @@ pub fn find(store: &Store, seq: u64) -> Result<Option<Hit>, QueryError> {
         let searcher = day.searcher();
         let top = searcher.search(&q, &TopDocs::with_limit(1).order_by_score())?;
         if let Some((_, addr)) = top.first() {
-            return Ok(Some(hit(fields, &searcher, *addr, None)?));
+            return Ok(Some(hit(&mut Docs::new(fields, &searcher), *addr, None)?));
         }
     }
     Ok(None)
@@ -635,9 +687,9 @@ pub fn scan(
             )));
         }
         docs.sort_unstable();
+        let mut reader = Docs::new(&store.fields, &searcher);
         for addr in docs {
-            let doc: TantivyDocument = searcher.doc(addr)?;
-            let (record, seq) = store.fields.record(&doc);
+            let (record, seq) = reader.record(addr)?;
             each(record.ts, seq, record);
         }
     }

@@ -246,3 +246,97 @@ async fn bad_input_gets_a_clear_4xx_and_stores_nothing() {
         .await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parsed_fields_are_searchable_and_ids_are_found_through_the_message() {
+    let s = service();
+    let json_line = |ts: i64, user: &str, trace: &str, request: &str| {
+        let message = json!({
+            "ts": ts as f64 / 1e9, "level": "info", "msg": "order paid", "user": user,
+            "trace_id": trace, "request_id": request,
+            "http": {"path": "/api/v1/orders", "span_id": "aaaaaaaaaaaaaaaa"},
+        });
+        line(ts, "web-1", &message.to_string())
+    };
+    let lines = [
+        json_line(
+            T0,
+            "alice",
+            "02ee4f0b02ab6df7",
+            "550e8400-e29b-41d4-a716-446655440000",
+        ),
+        json_line(
+            T0 + SEC,
+            "bob",
+            "7a44cb38448a50f6",
+            "6ba7b810-9dad-11d1-80b4-00c04fd430c8",
+        ),
+        line(
+            T0 + 2 * SEC,
+            "web-2",
+            "ts=2026-11-26T00:00:02Z level=warn msg=\"slow\" user=carol trace_id=104534e4fb2db5bf",
+        ),
+    ];
+    let (status, out) = s.ingest(&lines).await;
+    assert_eq!(status, 200, "{out}");
+    s.settle().await;
+
+    let total = |v: Value| v["total"].as_u64().unwrap();
+    let search = |q: &str| format!("/api/v1/search?{RANGE}&query={}", urlencode(q));
+    // Values are indexed by field, at any depth, from JSON and logfmt lines.
+    assert_eq!(total(s.get(&search("fields.user:alice")).await), 1);
+    assert_eq!(total(s.get(&search("fields.user:carol")).await), 1);
+    assert_eq!(total(s.get(&search("fields.http.path:orders")).await), 2);
+    assert_eq!(total(s.get(&search("fields.user:alice")).await), 1);
+    // Identifiers are not in the fields index, but a query by field finds them in the message.
+    let v = s.get(&search("fields.trace_id:7a44cb38448a50f6")).await;
+    assert_eq!(total(v.clone()), 1, "{v}");
+    assert_eq!(v["hits"][0]["fields"]["user"], "bob", "{v}");
+    let v = s.get(&search("fields.trace_id:104534e4fb2db5bf")).await;
+    assert_eq!(v["hits"][0]["pod"], "web-2", "{v}");
+    let v = s
+        .get(&search(
+            "fields.request_id:\"550e8400-e29b-41d4-a716-446655440000\"",
+        ))
+        .await;
+    assert_eq!(total(v.clone()), 1, "{v}");
+    assert_eq!(v["hits"][0]["fields"]["user"], "alice", "{v}");
+
+    // What the fields index holds: words of values, not the ids or the line's own time.
+    let mut terms = Vec::new();
+    for day in s.pipeline.store.days().iter() {
+        let searcher = day.searcher();
+        for segment in searcher.segment_readers() {
+            let index = segment
+                .inverted_index(s.pipeline.store.fields.fields)
+                .unwrap();
+            let mut stream = index.terms().stream().unwrap();
+            while stream.advance() {
+                terms.push(String::from_utf8_lossy(stream.key()).into_owned());
+            }
+        }
+    }
+    let has = |word: &str| terms.iter().any(|t| t.contains(word));
+    assert!(has("alice") && has("carol") && has("orders"), "{terms:?}");
+    for id in [
+        "02ee4f0b02ab6df7",
+        "104534e4fb2db5bf",
+        "550e8400",
+        "aaaaaaaaaaaaaaaa",
+    ] {
+        assert!(!has(id), "{id} is in the fields index: {terms:?}");
+    }
+    assert!(
+        !terms.iter().any(|t| t.starts_with("ts\0")),
+        "the line's time is in the fields index: {terms:?}"
+    );
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'_' | b'-' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
