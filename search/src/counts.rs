@@ -1,9 +1,15 @@
 //! Counting matching lines per time bucket and per value of some labels, straight from the fast
-//! columns (no stored document is read): the histogram, label values, top values and, later,
-//! LogQL's `count_over_time`/`bytes_over_time` are all this.
+//! columns (no stored document is read): the histogram, label values, top values and LogQL's
+//! `count_over_time`/`bytes_over_time` are all this.
+//!
+//! It is the one scan whose cost grows with every line of a day (a 24 h histogram reads 100 M
+//! timestamps at 100 M lines a day), so it reads the columns a block of documents at a time
+//! and finds a group's counters through a hash of one integer, the label ordinals in mixed
+//! radix, instead of hashing a tuple per line.
 
 use std::collections::HashMap;
 
+use rustc_hash::FxHashMap;
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::columnar::{Column, StrColumn};
 use tantivy::{DateTime, DocId, Score, SegmentOrdinal, SegmentReader};
@@ -23,16 +29,32 @@ pub struct GroupedCounts {
 /// Per group (the values of `group_by`, `None` where a line has no value), a count per bucket.
 pub type Groups = HashMap<Vec<Option<String>>, Vec<f64>>;
 
+/// The counters of one segment.
 pub struct SegmentCounts {
     start: i64,
     step: i64,
+    buckets: usize,
     ts: Column<DateTime>,
     size: Option<Column<u64>>,
     columns: Vec<Option<StrColumn>>,
-    /// Keyed by term ordinals while collecting; resolved to strings at harvest.
-    counts: HashMap<Vec<Option<u64>>, Vec<f64>>,
-    buckets: usize,
-    key: Vec<Option<u64>>,
+    slots: Slots,
+    /// Per group seen: its term ordinals (resolved to strings at harvest) and its counts.
+    groups: Vec<(Vec<Option<u64>>, Vec<f64>)>,
+    // Scratch space for one block of documents.
+    ts_block: Vec<Option<DateTime>>,
+    size_block: Vec<Option<u64>>,
+    ord_blocks: Vec<Vec<Option<u64>>>,
+}
+
+/// How a line's label ordinals find their group.
+enum Slots {
+    /// Ordinal + 1 (0: no value) of each column in mixed radix: one integer per line.
+    Radix {
+        radix: Vec<u128>,
+        index: FxHashMap<u128, usize>,
+    },
+    /// Cardinalities too large for 128 bits together: the tuple itself.
+    Tuple(FxHashMap<Vec<Option<u64>>, usize>),
 }
 
 impl Collector for GroupedCounts {
@@ -50,19 +72,36 @@ impl Collector for GroupedCounts {
             .iter()
             .map(|f| ff.str(f))
             .collect::<tantivy::Result<Vec<_>>>()?;
+        let mut radix = Vec::with_capacity(columns.len());
+        let mut product: Option<u128> = Some(1);
+        for c in &columns {
+            radix.push(product.unwrap_or(0));
+            let values = c.as_ref().map_or(0, |c| c.num_terms()) as u128 + 1;
+            product = product.and_then(|p| p.checked_mul(values));
+        }
+        let slots = match product {
+            Some(_) => Slots::Radix {
+                radix,
+                index: FxHashMap::default(),
+            },
+            None => Slots::Tuple(FxHashMap::default()),
+        };
         Ok(SegmentCounts {
             start: self.start,
             step: self.step.max(1),
+            buckets: self.buckets,
             ts: ff.date("ts")?,
             size: if self.bytes {
                 Some(ff.u64("size")?)
             } else {
                 None
             },
-            key: vec![None; columns.len()],
+            ord_blocks: vec![Vec::new(); columns.len()],
             columns,
-            counts: HashMap::new(),
-            buckets: self.buckets,
+            slots,
+            groups: Vec::new(),
+            ts_block: Vec::new(),
+            size_block: Vec::new(),
         })
     }
 
@@ -73,14 +112,51 @@ impl Collector for GroupedCounts {
     fn merge_fruits(&self, fruits: Vec<Groups>) -> tantivy::Result<Groups> {
         let mut out = Groups::new();
         for fruit in fruits {
-            for (k, v) in fruit {
-                let slot = out.entry(k).or_insert_with(|| vec![0.0; self.buckets]);
+            add_groups(&mut out, fruit);
+        }
+        Ok(out)
+    }
+}
+
+/// Adds `from`'s counts into `into`, group by group.
+pub fn add_groups(into: &mut Groups, from: Groups) {
+    for (k, v) in from {
+        match into.get_mut(&k) {
+            Some(slot) => {
                 for (a, b) in slot.iter_mut().zip(v) {
                     *a += b;
                 }
             }
+            None => {
+                into.insert(k, v);
+            }
         }
-        Ok(out)
+    }
+}
+
+impl SegmentCounts {
+    /// The index in `groups` of the group of block line `i`, created on first sight.
+    fn group(&mut self, i: usize) -> usize {
+        let next = self.groups.len();
+        let (index, fresh) = match &mut self.slots {
+            Slots::Radix { radix, index } => {
+                let key: u128 = (self.ord_blocks.iter().zip(radix.iter()))
+                    .map(|(ords, r)| ords[i].map_or(0, |o| o as u128 + 1) * r)
+                    .sum();
+                let slot = *index.entry(key).or_insert(next);
+                (slot, slot == next)
+            }
+            Slots::Tuple(index) => {
+                let key: Vec<Option<u64>> = self.ord_blocks.iter().map(|ords| ords[i]).collect();
+                let slot = *index.entry(key).or_insert(next);
+                (slot, slot == next)
+            }
+        };
+        if fresh {
+            let ords = self.ord_blocks.iter().map(|ords| ords[i]).collect();
+            self.groups.push((ords, vec![0.0; self.buckets]));
+        }
+        index
     }
 }
 
@@ -88,38 +164,45 @@ impl SegmentCollector for SegmentCounts {
     type Fruit = Groups;
 
     fn collect(&mut self, doc: DocId, _: Score) {
-        let Some(ts) = self.ts.first(doc) else {
-            return;
-        };
-        let offset = ts.into_timestamp_nanos().saturating_sub(self.start);
-        if offset < 0 {
-            return;
-        }
-        let bucket = (offset / self.step) as usize;
-        if bucket >= self.buckets {
-            return;
-        }
-        for (slot, column) in self.key.iter_mut().zip(&self.columns) {
-            *slot = column.as_ref().and_then(|c| c.term_ords(doc).next());
-        }
-        let value = match &self.size {
-            Some(size) => size.first(doc).unwrap_or(0) as f64,
-            None => 1.0,
-        };
-        let buckets = self.buckets;
-        match self.counts.get_mut(&self.key) {
-            Some(v) => v[bucket] += value,
-            None => {
-                let mut v = vec![0.0; buckets];
-                v[bucket] = value;
-                self.counts.insert(self.key.clone(), v);
+        self.collect_block(&[doc]);
+    }
+
+    fn collect_block(&mut self, docs: &[DocId]) {
+        let n = docs.len();
+        self.ts_block.resize(n, None);
+        self.ts.first_vals(docs, &mut self.ts_block);
+        for (ords, column) in self.ord_blocks.iter_mut().zip(&self.columns) {
+            ords.clear();
+            ords.resize(n, None);
+            if let Some(column) = column {
+                column.ords().first_vals(docs, ords);
             }
+        }
+        if let Some(size) = &self.size {
+            self.size_block.resize(n, None);
+            size.first_vals(docs, &mut self.size_block);
+        }
+        for i in 0..n {
+            let Some(ts) = self.ts_block[i] else {
+                continue;
+            };
+            let offset = ts.into_timestamp_nanos().saturating_sub(self.start);
+            if offset < 0 || offset / self.step >= self.buckets as i64 {
+                continue;
+            }
+            let bucket = (offset / self.step) as usize;
+            let value = match self.size {
+                Some(_) => self.size_block[i].unwrap_or(0) as f64,
+                None => 1.0,
+            };
+            let group = self.group(i);
+            self.groups[group].1[bucket] += value;
         }
     }
 
     fn harvest(self) -> Groups {
         let mut out = Groups::new();
-        for (ords, v) in self.counts {
+        for (ords, counts) in self.groups {
             let key = ords
                 .iter()
                 .zip(&self.columns)
@@ -132,10 +215,7 @@ impl SegmentCollector for SegmentCounts {
                     Some(s)
                 })
                 .collect();
-            let slot = out.entry(key).or_insert_with(|| vec![0.0; self.buckets]);
-            for (a, b) in slot.iter_mut().zip(v) {
-                *a += b;
-            }
+            add_groups(&mut out, Groups::from([(key, counts)]));
         }
         out
     }

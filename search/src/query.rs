@@ -636,13 +636,8 @@ pub fn counts(
     let mut out = crate::counts::Groups::new();
     let compiled = compile(&store.fields, filters)?;
     for day in store.days_between(filters.start, filters.end) {
-        let searcher = day.searcher();
-        for (k, v) in searcher.search(&*compiled.query, &collector)? {
-            let slot = out.entry(k).or_insert_with(|| vec![0.0; v.len()]);
-            for (a, b) in slot.iter_mut().zip(v) {
-                *a += b;
-            }
-        }
+        let groups = store.collect(&day.searcher(), &*compiled.query, &collector)?;
+        crate::counts::add_groups(&mut out, groups);
     }
     Ok(out)
 }

@@ -506,12 +506,8 @@ fn counted(
     let compiled = query::compile(&store.fields, filters)?;
     let mut groups = crate::counts::Groups::new();
     for day in store.days_between(filters.start, filters.end) {
-        for (k, v) in day.searcher().search(&*compiled.query, &collector)? {
-            let slot = groups.entry(k).or_insert_with(|| vec![0.0; buckets]);
-            for (a, b) in slot.iter_mut().zip(v) {
-                *a += b;
-            }
-        }
+        let day_groups = store.collect(&day.searcher(), &*compiled.query, &collector)?;
+        crate::counts::add_groups(&mut groups, day_groups);
     }
     let per_window = (range / bucket) as usize;
     let per_step = (steps.step / bucket).max(0) as usize;
