@@ -168,6 +168,38 @@ fn pod_lines_are_searchable_and_outlive_their_pod() {
         out.stdout,
         out.stderr
     );
+    // stern's filters and templates: lines ending in 0 left out, a Go template per line.
+    let out = cluster.skiff(&[
+        "logs",
+        "-l",
+        "app=ticker",
+        "--tail",
+        "20",
+        "--include",
+        "^tick [0-9]+ ",
+        "--exclude",
+        "^tick [0-9]*0 ",
+        "--template",
+        r#"{{.PodName}}|{{.ContainerName}}|{{.Labels.app}}|{{color .PodColor .Message}}{{"\n"}}"#,
+    ]);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 20, "{}{}", out.stdout, out.stderr);
+    for l in &lines {
+        let parts: Vec<&str> = l.split('|').collect();
+        assert!(
+            parts.len() == 4
+                && parts[0].starts_with("ticker-")
+                && parts[1] == "tick"
+                && parts[2] == "ticker"
+                && parts[3].starts_with("tick ")
+                && !parts[3].split(' ').nth(1).unwrap().ends_with('0'),
+            "{l:?} in {}",
+            out.stdout
+        );
+    }
+    let out = cluster.skiff(&["logs", "deploy/ticker", "--template", "{{.PodName"]);
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert!(out.stderr.contains("--template"), "{}", out.stderr);
     let out = cluster.skiff(&["search", "tick", "--limit", "3"]);
     assert_eq!(
         out.stdout.lines().count(),

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::api::ProxiedError;
 use crate::context::Ctx;
+use crate::log_template::{LineData, LineTemplate};
 
 /// Where the search service is, through the API server.
 const SEARCH: &str = "/api/v1/namespaces/kube-system/services/skiff-search:http/proxy";
@@ -57,11 +58,32 @@ pub(crate) struct LogsArgs {
     /// Only lines containing this text.
     #[arg(long)]
     grep: Option<String>,
+    /// Only lines matching this regular expression (repeatable: all must match).
+    #[arg(short = 'i', long)]
+    include: Vec<String>,
+    /// Leave out lines matching this regular expression (repeatable).
+    #[arg(short = 'e', long)]
+    exclude: Vec<String>,
     /// Print each line's time.
     #[arg(short = 't', long)]
     timestamps: bool,
     #[arg(short = 'o', long, value_enum, default_value = "default")]
     output: LogFormat,
+    /// A Go template per line instead of -o, as stern's: `.Message`, `.Namespace`,
+    /// `.PodName`, `.ContainerName`, `.NodeName`, `.Labels`, `.Timestamp`, `.PodColor`,
+    /// `.ContainerColor`; `color`, `json`, `parseJSON`. Printed as is: end it with {{"\n"}}.
+    #[arg(long)]
+    template: Option<String>,
+    /// Colour pod and container names: auto (on a terminal), always or never.
+    #[arg(long, value_enum, default_value = "auto")]
+    color: ColorMode,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ColorMode {
+    Auto,
+    Always,
+    Never,
 }
 
 /// A LogQL string literal.
@@ -180,6 +202,12 @@ async fn logs_query(ctx: &Ctx, a: &LogsArgs) -> Result<String> {
     if let Some(g) = &a.grep {
         q.push_str(&format!(" |= {}", quote(g)));
     }
+    for re in &a.include {
+        q.push_str(&format!(" |~ {}", quote(re)));
+    }
+    for re in &a.exclude {
+        q.push_str(&format!(" !~ {}", quote(re)));
+    }
     Ok(q)
 }
 
@@ -221,9 +249,10 @@ struct Line {
     line: String,
 }
 
-/// Prints lines the way `-o` says, one colour per pod on a terminal.
+/// Prints lines the way `-o` (or `--template`) says, one colour per pod on a terminal.
 struct Printer {
     format: LogFormat,
+    template: Option<LineTemplate>,
     timestamps: bool,
     color: bool,
     colors: HashMap<String, usize>,
@@ -232,21 +261,47 @@ struct Printer {
 const COLORS: [&str; 6] = ["31", "32", "33", "34", "35", "36"];
 
 impl Printer {
-    fn new(format: LogFormat, timestamps: bool) -> Printer {
+    fn new(
+        format: LogFormat,
+        timestamps: bool,
+        template: Option<LineTemplate>,
+        color: ColorMode,
+    ) -> Printer {
         Printer {
             format,
+            template,
             timestamps,
-            color: std::io::stdout().is_terminal(),
+            color: match color {
+                ColorMode::Auto => std::io::stdout().is_terminal(),
+                ColorMode::Always => true,
+                ColorMode::Never => false,
+            },
             colors: HashMap::new(),
         }
     }
 
-    fn print(&mut self, out: &mut impl Write, l: &Line) -> std::io::Result<()> {
+    fn print(&mut self, out: &mut impl Write, l: &Line) -> Result<()> {
         let time = || {
             jiff::Timestamp::from_nanosecond(i128::from(l.ts))
                 .map(|t| t.to_string())
                 .unwrap_or_default()
         };
+        if self.template.is_some() {
+            let pod_color = match self.color {
+                true => self.pod_color(&l.labels),
+                false => "",
+            };
+            let t = self.template.as_ref().expect("checked above");
+            let text = t.render(&LineData {
+                message: &l.line,
+                labels: &l.labels,
+                timestamp: time(),
+                pod_color,
+                container_color: if self.color { "2" } else { "" },
+            })?;
+            out.write_all(text.as_bytes())?;
+            return Ok(());
+        }
         match self.format {
             LogFormat::Json => {
                 let mut v = serde_json::json!({"time": time(), "message": l.line});
@@ -255,13 +310,13 @@ impl Printer {
                         v[k] = x.clone();
                     }
                 }
-                writeln!(out, "{v}")
+                writeln!(out, "{v}")?;
             }
             LogFormat::Raw => {
                 if self.timestamps {
                     write!(out, "{} ", time())?;
                 }
-                writeln!(out, "{}", l.line)
+                writeln!(out, "{}", l.line)?;
             }
             LogFormat::Default => {
                 let label = |k: &str| l.labels[k].as_str().unwrap_or("").to_owned();
@@ -274,18 +329,28 @@ impl Printer {
                     write!(out, "{} ", time())?;
                 }
                 if self.color {
-                    let n = self.colors.len();
-                    let c = COLORS[*self.colors.entry(pod.clone()).or_insert(n) % COLORS.len()];
+                    let c = self.pod_color(&l.labels);
                     writeln!(
                         out,
                         "\x1b[{c}m{pod}\x1b[0m \x1b[2m{container}\x1b[0m {}",
                         l.line
-                    )
+                    )?;
                 } else {
-                    writeln!(out, "{pod} {container} {}", l.line)
+                    writeln!(out, "{pod} {container} {}", l.line)?;
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The colour of a line's pod (or component): the next one for a pod not seen yet.
+    fn pod_color(&mut self, labels: &Value) -> &'static str {
+        let pod = match labels["pod"].as_str() {
+            Some(p) if !p.is_empty() => p,
+            _ => labels["component"].as_str().unwrap_or(""),
+        };
+        let n = self.colors.len();
+        COLORS[*self.colors.entry(pod.to_owned()).or_insert(n) % COLORS.len()]
     }
 }
 
@@ -313,7 +378,8 @@ pub(crate) async fn logs(ctx: &Ctx, a: LogsArgs) -> Result<()> {
     } else {
         a.tail.min(MAX_LINES)
     };
-    let mut printer = Printer::new(a.output, a.timestamps);
+    let template = a.template.as_deref().map(LineTemplate::parse).transpose()?;
+    let mut printer = Printer::new(a.output, a.timestamps, template, a.color);
     let mut out = std::io::stdout().lock();
     if !a.follow {
         let url = format!(
@@ -445,7 +511,7 @@ pub(crate) async fn search(ctx: &Ctx, a: SearchArgs) -> Result<()> {
             ])
         );
         let v = ctx.api.proxied_json(&url).await.map_err(search_error)?;
-        let mut printer = Printer::new(a.output, true);
+        let mut printer = Printer::new(a.output, true, None, ColorMode::Auto);
         let mut out = std::io::stdout().lock();
         for l in stream_lines(&v) {
             printer.print(&mut out, &l)?;

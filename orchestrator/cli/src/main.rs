@@ -7,6 +7,7 @@ mod describe;
 mod explain;
 mod get;
 mod jsonpath;
+mod log_template;
 mod logs;
 mod manifests;
 mod output;
