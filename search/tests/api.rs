@@ -137,6 +137,16 @@ async fn histogram_values_and_context() {
         v["values"],
         json!([{"value": "web-1", "count": 6}, {"value": "web-2", "count": 1}])
     );
+    // Counted from the term dictionary above (the segment is inside the range); from the
+    // columns when the range cuts the segment or another filter applies.
+    let v = s
+        .get("/api/v1/labels/pod/values?start=1795651200000000000&end=1795651261000000000")
+        .await;
+    assert_eq!(v["values"], json!([{"value": "web-1", "count": 3}]));
+    let v = s
+        .get(&format!("/api/v1/labels/pod/values?{RANGE}&level=warn"))
+        .await;
+    assert_eq!(v["values"], json!([{"value": "web-2", "count": 1}]));
     let v = s.get(&format!("/api/v1/labels?{RANGE}")).await;
     for l in [
         "namespace",
