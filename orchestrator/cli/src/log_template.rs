@@ -25,6 +25,13 @@ pub(crate) struct LineData<'a> {
 
 impl LineTemplate {
     pub(crate) fn parse(text: &str) -> Result<LineTemplate> {
+        // gtmpl's lexer never returns from an action left open at the end ("{{ .PodName ").
+        if text
+            .rfind("{{")
+            .is_some_and(|open| !text[open..].contains("}}"))
+        {
+            return Err(anyhow!("--template {text:?}: the last {{{{ is not closed"));
+        }
         let mut t = Template::default();
         t.add_funcs(&[
             ("color", color as Func),
@@ -164,8 +171,10 @@ mod tests {
 
     #[test]
     fn bad_templates_say_why() {
-        let err = LineTemplate::parse("{{.PodName").err().unwrap().to_string();
-        assert!(err.contains("--template"), "{err}");
+        for open in ["{{.PodName", "{{ .PodName ", "{{.Message}} {{ printf "] {
+            let err = LineTemplate::parse(open).err().unwrap().to_string();
+            assert!(err.contains("--template"), "{err}");
+        }
         let labels = serde_json::json!({});
         let err = LineTemplate::parse("{{parseJSON .Message}}")
             .unwrap()

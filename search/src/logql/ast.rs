@@ -90,6 +90,9 @@ pub enum TemplatePart {
     Text(String),
     Label(String),
     Line,
+    /// A template with more than label reads (functions, pipelines, conditions): all of it,
+    /// run by Go's text/template.
+    Go(super::template::GoTemplate),
 }
 
 /// One stage of a log pipeline.
@@ -114,6 +117,11 @@ pub enum Stage {
     /// `| unwrap name`: the label whose value is a range aggregation's sample. Only in range
     /// aggregations; taken out of the stages by the parser.
     Unwrap(Unwrap),
+    /// `| decolorize`: ANSI colour sequences removed from the line.
+    Decolorize,
+    /// `| unpack`: a line packed by promtail's `pack` stage — a JSON object whose `_entry` is
+    /// the original line and whose other string keys become labels.
+    Unpack,
 }
 
 /// A piece of a `pattern` expression.

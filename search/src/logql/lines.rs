@@ -88,8 +88,20 @@ impl LogExpr {
                         return None;
                     }
                 }
-                Stage::LineFormat(parts) => {
-                    line = Cow::Owned(render(parts, &line, &labels, r));
+                Stage::LineFormat(parts) => match render(parts, &line, &labels, r) {
+                    Ok(formatted) => line = Cow::Owned(formatted),
+                    // As Loki: the line stays as it was, marked.
+                    Err(e) => template_error(&mut labels, e),
+                },
+                Stage::Decolorize => {
+                    if line.contains('\x1b') {
+                        line = Cow::Owned(decolorize(&line));
+                    }
+                }
+                Stage::Unpack => {
+                    if let Some(entry) = unpack(&line, &mut labels) {
+                        line = Cow::Owned(entry);
+                    }
                 }
                 Stage::Drop(picks) => {
                     labels.retain(|k, v| !picks.iter().any(|p| p.picks(k, v)));
@@ -113,9 +125,12 @@ impl LogExpr {
                                 }
                                 labels.insert(dst.clone(), v);
                             }
-                            LabelValue::Template(parts) => {
-                                labels.insert(dst.clone(), render(parts, &line, &before, r));
-                            }
+                            LabelValue::Template(parts) => match render(parts, &line, &before, r) {
+                                Ok(v) => {
+                                    labels.insert(dst.clone(), v);
+                                }
+                                Err(e) => template_error(&mut labels, e),
+                            },
                         }
                     }
                 }
@@ -129,7 +144,12 @@ impl LogExpr {
 }
 
 /// A `line_format`/`label_format` template over the current line and labels.
-fn render(parts: &[TemplatePart], line: &str, labels: &Labels, r: &LogRecord) -> String {
+fn render(
+    parts: &[TemplatePart],
+    line: &str,
+    labels: &Labels,
+    r: &LogRecord,
+) -> Result<String, String> {
     let mut out = String::new();
     for p in parts {
         match p {
@@ -142,9 +162,49 @@ fn render(parts: &[TemplatePart], line: &str, labels: &Labels, r: &LogRecord) ->
                     .or_else(|| record_label(r, name));
                 out.push_str(v.unwrap_or(""));
             }
+            TemplatePart::Go(t) => {
+                // What `{{.name}}` reads: pod labels, then built-in ones, then the pipeline's.
+                let built_in = LABEL_FIELDS.iter().filter_map(|n| Some((*n, r.label(n)?)));
+                let all = (r.labels.iter())
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .chain(built_in)
+                    .chain(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                out.push_str(&t.render(line, r.ts, all)?);
+            }
         }
     }
-    out
+    Ok(out)
+}
+
+fn template_error(labels: &mut Labels, details: String) {
+    labels.insert("__error__".into(), "TemplateFormatErr".into());
+    labels.insert("__error_details__".into(), details);
+}
+
+/// The line without ANSI escape sequences (colours, cursor moves).
+fn decolorize(line: &str) -> String {
+    static ANSI: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"\x1b(?:\[[0-9;?]*[ -/]*[@-~]|[@-Z\\-_])").expect("a valid pattern")
+    });
+    ANSI.replace_all(line, "").into_owned()
+}
+
+/// `| unpack`: the string keys of a JSON object line become labels; `_entry`, if there, is
+/// the line to continue with. Not an object: `__error__` as `| json` says it.
+fn unpack(line: &str, labels: &mut Labels) -> Option<String> {
+    let Ok(serde_json::Value::Object(obj)) = serde_json::from_str(line.trim()) else {
+        labels.insert("__error__".into(), "JSONParserErr".into());
+        return None;
+    };
+    let mut entry = None;
+    for (k, v) in obj {
+        match (k.as_str(), v) {
+            ("_entry", serde_json::Value::String(s)) => entry = Some(s),
+            (_, serde_json::Value::String(s)) => insert_extracted(labels, &sanitize(&k), s),
+            _ => {}
+        }
+    }
+    entry
 }
 
 impl LineFilter {
@@ -435,10 +495,45 @@ mod tests {
             r#"{pod="web-1"} | drop"#,
             r#"{pod="web-1"} | label_format a"#,
             r#"{pod="web-1"} | label_format a=1"#,
-            r#"{pod="web-1"} | label_format a="{{ .b | upper }}""#,
+            r#"{pod="web-1"} | label_format a="{{ .b | nosuchfunction }}""#,
+            r#"{pod="web-1"} | line_format "{{ if .b }}""#,
         ] {
             assert!(parse_log(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn go_templates_decolorize_and_unpack() {
+        let e = parse_log(
+            r#"{pod="web-1"} | logfmt | label_format who="{{ .user | upper }}" | line_format "{{ .who }} {{ .status | int | add 1 }} {{ __line__ | trunc 10 }} {{ .pod }}""#,
+        )
+        .unwrap();
+        let p = e.process(&rec("method=GET status=503 user=ann")).unwrap();
+        assert_eq!(p.line, "ANN 504 method=GET web-1");
+        assert_eq!(p.labels["who"], "ANN");
+        // A failing template leaves the line as it was and says why, as Loki does.
+        let e = parse_log(r#"{pod="web-1"} | logfmt | line_format "{{ div .status 0 }}""#).unwrap();
+        let p = e.process(&rec("status=5")).unwrap();
+        assert_eq!(p.line, "status=5");
+        assert_eq!(p.labels["__error__"], "TemplateFormatErr");
+        let e = parse_log(r#"{pod="web-1"} | decolorize"#).unwrap();
+        let p = e
+            .process(&rec("\x1b[31mERROR\x1b[0m \x1b[1;33mdisk\x1b[0m full"))
+            .unwrap();
+        assert_eq!(p.line, "ERROR disk full");
+        let e = parse_log(
+            r#"{pod="web-1"} | unpack | line_format "{{.container_name}}: {{__line__}}""#,
+        )
+        .unwrap();
+        let p = e
+            .process(&rec(
+                r#"{"container_name":"app","level":"warn","_entry":"disk full"}"#,
+            ))
+            .unwrap();
+        assert_eq!(p.line, "app: disk full");
+        assert_eq!(p.labels["level_extracted"], "warn");
+        let p = e.process(&rec("not packed")).unwrap();
+        assert_eq!(p.labels["__error__"], "JSONParserErr");
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod lexer;
 pub mod lines;
 mod matching;
 pub mod parser;
+pub mod template;
 
 pub use ast::{Expr, LogExpr, MetricExpr, ParseError};
 pub use parser::{parse, parse_log};

@@ -64,7 +64,7 @@ const AGG_OPS: [(&str, AggOp); 9] = [
     ("bottomk", AggOp::Bottomk),
 ];
 
-const SUPPORTED: &str = "supported: {selector}, |= != |~ !~, | json, | logfmt, | regexp, | pattern, label filters, | line_format, | label_format, | drop, | keep, | unwrap, count_over_time, rate, bytes_over_time, bytes_rate, absent_over_time, sum/avg/min/max/first/last/stddev/stdvar/quantile_over_time, sum/avg/min/max/count/stddev/stdvar/topk/bottomk, vector(), numbers and binary operators with on/ignoring and group_left/group_right";
+const SUPPORTED: &str = "supported: {selector}, |= != |~ !~, | json, | logfmt, | regexp, | pattern, | unpack, | decolorize, label filters, | line_format, | label_format (Go templates with Loki's functions), | drop, | keep, | unwrap, count_over_time, rate, bytes_over_time, bytes_rate, absent_over_time, sum/avg/min/max/first/last/stddev/stdvar/quantile_over_time, sum/avg/min/max/count/stddev/stdvar/topk/bottomk, vector(), numbers and binary operators with on/ignoring and group_left/group_right";
 
 impl Parser {
     fn peek(&self) -> &Tok {
@@ -715,7 +715,15 @@ impl Parser {
                     conversion: conversion.unwrap_or(Conversion::Number),
                 }))
             }
-            "unpack" | "decolorize" | "distinct" => self.error(format!(
+            "decolorize" => {
+                self.next();
+                Ok(Stage::Decolorize)
+            }
+            "unpack" => {
+                self.next();
+                Ok(Stage::Unpack)
+            }
+            "distinct" => self.error(format!(
                 "| {name} is not supported by skiff-search yet ({SUPPORTED})"
             )),
             _ => Ok(Stage::Label(self.label_filter_or()?)),
@@ -861,8 +869,15 @@ fn anchored(re: &str) -> Result<regex::Regex, String> {
         .map_err(|e| format!("invalid regular expression {re:?}: {e}"))
 }
 
-/// The `{{.label}}` / `{{__line__}}` subset of Go templates.
+/// A template: label reads and `{{__line__}}` as parts rendered directly, anything more (a
+/// function, a pipeline, a condition) by Go's text/template.
 fn template(text: &str) -> Result<Vec<TemplatePart>, String> {
+    simple_template(text)
+        .or_else(|_| super::template::GoTemplate::parse(text).map(|t| vec![TemplatePart::Go(t)]))
+}
+
+/// The `{{.label}}` / `{{__line__}}` subset of Go templates.
+fn simple_template(text: &str) -> Result<Vec<TemplatePart>, String> {
     let mut parts = Vec::new();
     let mut rest = text;
     while let Some(open) = rest.find("{{") {
@@ -1068,7 +1083,7 @@ mod tests {
             (r#"{app="a""#, 9, "expecting"),
             (r#"{app=~".*"}"#, 1, "empty-compatible"),
             ("{}", 1, "at least one"),
-            (r#"{app="a"} | unpack"#, 13, "not supported"),
+            (r#"{app="a"} | distinct pod"#, 13, "not supported"),
             (r#"{app="a"} | pattern "<a><b>""#, 21, "separated"),
             (r#"{app="a"} | pattern "<_> x""#, 21, "no named capture"),
             (r#"{app="a"} | regexp `(\w+)`"#, 20, "no named group"),
