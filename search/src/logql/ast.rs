@@ -99,8 +99,11 @@ pub enum TemplatePart {
 #[derive(Clone, Debug)]
 pub enum Stage {
     Line(LineFilter),
-    Json,
-    Logfmt,
+    /// `| json` (every scalar), or `| json status, ua="request.headers[\"User-Agent\"]"`
+    /// (only these labels, each from its path).
+    Json(Vec<(String, Vec<JsonStep>)>),
+    /// `| logfmt`, or `| logfmt host, ip="client_ip"` (only these labels, from those keys).
+    Logfmt(Vec<(String, String)>),
     Label(LabelFilter),
     LineFormat(Vec<TemplatePart>),
     /// `| drop a, b="v"`: remove the labels (a matcher only where it matches).
@@ -122,6 +125,13 @@ pub enum Stage {
     /// `| unpack`: a line packed by promtail's `pack` stage — a JSON object whose `_entry` is
     /// the original line and whose other string keys become labels.
     Unpack,
+}
+
+/// One step of a `| json` parameter's path: a key or an array index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JsonStep {
+    Key(String),
+    Index(usize),
 }
 
 /// A piece of a `pattern` expression.

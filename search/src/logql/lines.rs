@@ -59,10 +59,19 @@ impl LogExpr {
                         return None;
                     }
                 }
-                Stage::Json => json_labels(&line, &mut labels),
-                Stage::Logfmt => {
+                Stage::Json(paths) if paths.is_empty() => json_labels(&line, &mut labels),
+                Stage::Json(paths) => json_paths(&line, paths, &mut labels),
+                Stage::Logfmt(params) if params.is_empty() => {
                     for (k, v) in logfmt(&line) {
                         insert_extracted(&mut labels, &sanitize(&k), v);
+                    }
+                }
+                Stage::Logfmt(params) => {
+                    let pairs = logfmt(&line);
+                    for (label, key) in params {
+                        if let Some((_, v)) = pairs.iter().find(|(k, _)| k == key) {
+                            insert_extracted(&mut labels, label, v.clone());
+                        }
                     }
                 }
                 Stage::Regexp(re) => {
@@ -356,6 +365,28 @@ fn json_labels(line: &str, labels: &mut Labels) {
     }
 }
 
+/// `| json a="b.c"`: each parameter's path in a JSON object line; objects and arrays found
+/// give their JSON text, a path that is not there gives no label.
+fn json_paths(line: &str, paths: &[(String, Vec<JsonStep>)], labels: &mut Labels) {
+    let Ok(doc) = serde_json::from_str::<serde_json::Value>(line.trim()) else {
+        labels.insert("__error__".into(), "JSONParserErr".into());
+        return;
+    };
+    for (label, path) in paths {
+        let found = path.iter().try_fold(&doc, |v, step| match step {
+            JsonStep::Key(k) => v.get(k),
+            JsonStep::Index(i) => v.get(i),
+        });
+        let value = match found {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Null) => String::new(),
+            Some(other) => other.to_string(),
+            None => continue,
+        };
+        insert_extracted(labels, label, value);
+    }
+}
+
 fn flatten(prefix: &str, obj: &serde_json::Map<String, serde_json::Value>, labels: &mut Labels) {
     for (k, v) in obj {
         let name = if prefix.is_empty() {
@@ -497,6 +528,41 @@ mod tests {
             r#"{pod="web-1"} | label_format a=1"#,
             r#"{pod="web-1"} | label_format a="{{ .b | nosuchfunction }}""#,
             r#"{pod="web-1"} | line_format "{{ if .b }}""#,
+        ] {
+            assert!(parse_log(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn parser_parameters_pick_labels() {
+        let e = parse_log(
+            r#"{pod="web-1"} | json status, ua="request.headers[\"User-Agent\"]", first="servers[0]", req="request" | status >= 500"#,
+        )
+        .unwrap();
+        let p = e
+            .process(&rec(
+                r#"{"status":503,"servers":["a","b"],"request":{"headers":{"User-Agent":"curl/8"}},"other":1}"#,
+            ))
+            .unwrap();
+        assert_eq!(p.labels["status"], "503");
+        assert_eq!(p.labels["ua"], "curl/8");
+        assert_eq!(p.labels["first"], "a");
+        assert_eq!(p.labels["req"], r#"{"headers":{"User-Agent":"curl/8"}}"#);
+        assert!(!p.labels.contains_key("other"));
+        let e = parse_log(r#"{pod="web-1"} | logfmt host, ip="client_ip""#).unwrap();
+        let p = e
+            .process(&rec("host=db client_ip=10.0.0.1 extra=x"))
+            .unwrap();
+        assert_eq!(
+            (p.labels["host"].as_str(), p.labels["ip"].as_str()),
+            ("db", "10.0.0.1")
+        );
+        assert!(!p.labels.contains_key("extra"));
+        for bad in [
+            r#"{pod="web-1"} | json a="b[""#,
+            r#"{pod="web-1"} | json a="b[x]""#,
+            r#"{pod="web-1"} | json a="""#,
+            r#"{pod="web-1"} | logfmt --strict"#,
         ] {
             assert!(parse_log(bad).is_err(), "{bad}");
         }

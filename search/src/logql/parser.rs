@@ -587,22 +587,38 @@ impl Parser {
         match name.as_str() {
             "json" | "logfmt" => {
                 self.next();
-                if matches!(self.peek(), Tok::Ident(_))
-                    && !self.is_ident("or")
-                    && !self.is_ident("and")
-                {
-                    return self.error(format!(
-                        "| {name} with parameters is not supported: use | {name} and then label filters"
-                    ));
-                }
                 if self.is_op("-") {
                     return self.error(format!("| {name} flags are not supported"));
                 }
-                Ok(if name == "json" {
-                    Stage::Json
-                } else {
-                    Stage::Logfmt
-                })
+                // Parameters: `label` or `label="expression"`, comma separated.
+                let mut params = Vec::new();
+                while matches!(self.peek(), Tok::Ident(_))
+                    && !self.is_ident("or")
+                    && !self.is_ident("and")
+                {
+                    let label = self.ident()?;
+                    let col = self.col();
+                    let expr = if self.eat_op("=") {
+                        self.string()?
+                    } else {
+                        label.clone()
+                    };
+                    params.push((label, expr, col));
+                    if !self.eat_op(",") {
+                        break;
+                    }
+                }
+                if name == "logfmt" {
+                    return Ok(Stage::Logfmt(
+                        params.into_iter().map(|(l, e, _)| (l, e)).collect(),
+                    ));
+                }
+                let mut paths = Vec::new();
+                for (label, expr, col) in params {
+                    let path = json_path(&expr).map_err(|message| ParseError { col, message })?;
+                    paths.push((label, path));
+                }
+                Ok(Stage::Json(paths))
             }
             "line_format" => {
                 self.next();
@@ -869,6 +885,43 @@ fn anchored(re: &str) -> Result<regex::Regex, String> {
         .map_err(|e| format!("invalid regular expression {re:?}: {e}"))
 }
 
+/// A `| json` parameter's expression: `a.b`, `a[0]`, `a["key with dots"]`, `["a"].b`.
+fn json_path(expr: &str) -> Result<Vec<JsonStep>, String> {
+    let bad = |why: &str| format!("| json expression {expr:?}: {why}");
+    let mut steps = Vec::new();
+    let mut rest = expr.trim();
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('[') {
+            let close = r.find(']').ok_or_else(|| bad("unclosed ["))?;
+            let inside = r[..close].trim();
+            if let Some(q) = inside.strip_prefix('"').and_then(|q| q.strip_suffix('"')) {
+                steps.push(JsonStep::Key(q.replace("\\\"", "\"")));
+            } else {
+                let i = inside
+                    .parse()
+                    .map_err(|_| bad("expected an index or a quoted key in []"))?;
+                steps.push(JsonStep::Index(i));
+            }
+            rest = &r[close + 1..];
+        } else {
+            let rest_key = rest.strip_prefix('.').unwrap_or(rest);
+            let end = rest_key.find(['.', '[']).unwrap_or(rest_key.len());
+            if end == 0 {
+                return Err(bad("empty key"));
+            }
+            steps.push(JsonStep::Key(rest_key[..end].to_owned()));
+            rest = &rest_key[end..];
+        }
+        if rest.starts_with('.') && rest.len() == 1 {
+            return Err(bad("ends with ."));
+        }
+    }
+    if steps.is_empty() {
+        return Err(bad("empty"));
+    }
+    Ok(steps)
+}
+
 /// A template: label reads and `{{__line__}}` as parts rendered directly, anything more (a
 /// function, a pipeline, a condition) by Go's text/template.
 fn template(text: &str) -> Result<Vec<TemplatePart>, String> {
@@ -944,7 +997,7 @@ mod tests {
             panic!()
         };
         assert_eq!(f.values, vec!["error", "fatal"]);
-        assert!(matches!(l.stages[3], Stage::Json));
+        assert!(matches!(l.stages[3], Stage::Json(_)));
         let Stage::LineFormat(t) = &l.stages[5] else {
             panic!()
         };
