@@ -4,7 +4,7 @@
 use std::ops::Bound;
 use std::sync::Arc;
 
-use tantivy::collector::{Count, TopDocs};
+use tantivy::collector::TopDocs;
 use tantivy::query::{
     AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery, RegexQuery, TermQuery,
 };
@@ -221,6 +221,9 @@ pub struct SearchResult {
 /// The parts of a compiled query.
 pub struct Compiled {
     pub query: Box<dyn Query>,
+    /// The query without its time range, for segments wholly inside it: the range is a scan
+    /// of the timestamp column, which costs as much as the segment is large.
+    pub untimed: Box<dyn Query>,
     /// The text part alone (for highlighting).
     pub text: Option<Box<dyn Query>>,
 }
@@ -228,7 +231,7 @@ pub struct Compiled {
 /// Build the tantivy query for `filters`.
 pub fn compile(fields: &Fields, filters: &Filters) -> Result<Compiled, QueryError> {
     let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-    clauses.push((
+    let time: (Occur, Box<dyn Query>) = (
         Occur::Must,
         Box::new(RangeQuery::new(
             Bound::Included(Term::from_field_date(
@@ -240,7 +243,7 @@ pub fn compile(fields: &Fields, filters: &Filters) -> Result<Compiled, QueryErro
                 DateTime::from_timestamp_nanos(filters.end),
             )),
         )),
-    ));
+    );
     for (name, matcher) in &filters.labels {
         let (occur, q) = label_clause(fields, name, matcher)?;
         clauses.push((occur, q));
@@ -288,11 +291,15 @@ pub fn compile(fields: &Fields, filters: &Filters) -> Result<Compiled, QueryErro
         }
         _ => None,
     };
-    if clauses.iter().all(|(o, _)| *o == Occur::MustNot) {
-        clauses.push((Occur::Must, Box::new(AllQuery)));
+    let mut untimed: Vec<(Occur, Box<dyn Query>)> =
+        clauses.iter().map(|(o, q)| (*o, q.box_clone())).collect();
+    if untimed.iter().all(|(o, _)| *o == Occur::MustNot) {
+        untimed.push((Occur::Must, Box::new(AllQuery)));
     }
+    clauses.push(time);
     Ok(Compiled {
         query: Box::new(BooleanQuery::new(clauses)),
+        untimed: Box::new(BooleanQuery::new(untimed)),
         text,
     })
 }
@@ -434,14 +441,8 @@ pub fn search(store: &Store, req: &SearchRequest) -> Result<SearchResult, QueryE
             break;
         }
         let searcher = day.searcher();
-        let top = TopDocs::with_limit(req.limit.max(1)).order_by(sort_key(req.order, req.after));
-        let top = if req.count {
-            let (count, top) = searcher.search(&*compiled.query, &(Count, top))?;
-            result.total += count;
-            top
-        } else {
-            searcher.search(&*compiled.query, &top)?
-        };
+        let (count, top) = newest_in_day(&searcher, &compiled, &filters, req)?;
+        result.total += count;
         if result.hits.len() >= req.limit {
             continue;
         }
@@ -494,6 +495,74 @@ impl<'a> Docs<'a> {
         };
         Ok(self.fields.record(&stored, columns, addr.doc_id))
     }
+}
+
+/// The first `req.limit` lines of one day in the request's order (and how many match, when
+/// asked). Segments are visited newest first (oldest first for `Asc`), and once `limit` lines
+/// are in hand a segment that cannot hold a better one is only counted, or skipped: the newest
+/// 100 of 100 M lines read the newest segment or two, not all of them. Segments wholly inside
+/// the time range run the query without its range clause.
+fn newest_in_day(
+    searcher: &Searcher,
+    compiled: &Compiled,
+    filters: &Filters,
+    req: &SearchRequest,
+) -> Result<(usize, Vec<(Option<(i64, u64)>, DocAddress)>), QueryError> {
+    use tantivy::collector::Collector;
+    let scoring = tantivy::query::EnableScoring::disabled_from_searcher(searcher);
+    let timed = compiled.query.weight(scoring)?;
+    let untimed = compiled.untimed.weight(scoring)?;
+    let mut segments = Vec::new();
+    for (ord, reader) in searcher.segment_readers().iter().enumerate() {
+        if reader.num_docs() == 0 {
+            continue;
+        }
+        let ts = reader.fast_fields().date("ts")?;
+        let (min, max) = (
+            ts.min_value().into_timestamp_nanos(),
+            ts.max_value().into_timestamp_nanos(),
+        );
+        if max < filters.start || min >= filters.end {
+            continue;
+        }
+        let inside = min >= filters.start && max < filters.end;
+        segments.push((ord as u32, reader, min, max, inside));
+    }
+    match req.order {
+        Order::Desc => segments.sort_by_key(|s| std::cmp::Reverse(s.3)),
+        Order::Asc => segments.sort_by_key(|s| s.2),
+    }
+    let top = TopDocs::with_limit(req.limit.max(1)).order_by(sort_key(req.order, req.after));
+    let (mut count, mut best) = (0, Vec::new());
+    for (ord, reader, min, max, inside) in segments {
+        let weight = if inside { &untimed } else { &timed };
+        // With `limit` lines in hand, the worst of them against the segment's time bounds.
+        let beaten = best.len() >= req.limit
+            && best
+                .last()
+                .is_some_and(|(key, _): &(Option<(i64, u64)>, _)| {
+                    key.is_some_and(|(ts, _)| match req.order {
+                        Order::Desc => max < ts,
+                        // Asc keys are inverted (the collector keeps the greatest).
+                        Order::Asc => min > i64::MAX.saturating_sub(ts),
+                    })
+                });
+        if beaten {
+            if !req.count {
+                break;
+            }
+            count += weight.count(reader)? as usize;
+            continue;
+        }
+        if req.count {
+            count += weight.count(reader)? as usize;
+        }
+        let fruit = top.collect_segment(weight.as_ref(), ord, reader)?;
+        best.extend(top.merge_fruits(vec![fruit])?);
+        best.sort_by(|a, b| b.0.cmp(&a.0));
+        best.truncate(req.limit.max(1));
+    }
+    Ok((count, best))
 }
 
 fn hit(
