@@ -382,6 +382,8 @@ async fn search(
     Ok(axum::Json(json!({
         "hits": result.hits.iter().map(hit_json).collect::<Vec<_>>(),
         "total": result.total,
+        // Elasticsearch's words: "eq" when exact, "gte" when counting stopped at 10 000.
+        "total_relation": if result.total_exact { "eq" } else { "gte" },
         "cursor": result.next.map(encode_cursor),
     }))
     .into_response())

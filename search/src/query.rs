@@ -209,11 +209,17 @@ pub struct Hit {
     pub highlight: Option<String>,
 }
 
+/// Matching lines are counted exactly up to this many, as Elasticsearch's
+/// `track_total_hits` does: past it, counting every segment of a day of 100 M lines would cost
+/// more than finding the lines asked for.
+pub const TOTAL_EXACT_UP_TO: usize = 10_000;
+
 #[derive(Clone, Debug, Default)]
 pub struct SearchResult {
     pub hits: Vec<Hit>,
-    /// Lines matching the filters (all pages).
+    /// Lines matching the filters (all pages), exactly when `total_exact`, else at least.
     pub total: usize,
+    pub total_exact: bool,
     /// Where the next page starts, when there may be one.
     pub next: Option<Position>,
 }
@@ -434,15 +440,26 @@ pub fn search(store: &Store, req: &SearchRequest) -> Result<SearchResult, QueryE
     if req.order == Order::Desc {
         days.reverse();
     }
-    let mut result = SearchResult::default();
+    let mut result = SearchResult {
+        total_exact: true,
+        ..SearchResult::default()
+    };
     let compiled = compile(fields, &filters)?;
     for day in &days {
-        if !req.count && result.hits.len() >= req.limit {
+        let counting = req.count && result.total < TOTAL_EXACT_UP_TO;
+        if !counting && result.hits.len() >= req.limit {
+            result.total_exact &= !req.count;
             break;
         }
         let searcher = day.searcher();
-        let (count, top) = newest_in_day(&searcher, &compiled, &filters, req)?;
+        let budget = if counting {
+            TOTAL_EXACT_UP_TO - result.total
+        } else {
+            0
+        };
+        let (count, exact, top) = newest_in_day(&searcher, &compiled, &filters, req, budget)?;
         result.total += count;
+        result.total_exact &= exact || !req.count;
         if result.hits.len() >= req.limit {
             continue;
         }
@@ -502,12 +519,16 @@ impl<'a> Docs<'a> {
 /// are in hand a segment that cannot hold a better one is only counted, or skipped: the newest
 /// 100 of 100 M lines read the newest segment or two, not all of them. Segments wholly inside
 /// the time range run the query without its range clause.
+/// Matches are counted segment by segment until `count_up_to` is reached; the flag says
+/// whether every segment was counted.
+#[allow(clippy::type_complexity)]
 fn newest_in_day(
     searcher: &Searcher,
     compiled: &Compiled,
     filters: &Filters,
     req: &SearchRequest,
-) -> Result<(usize, Vec<(Option<(i64, u64)>, DocAddress)>), QueryError> {
+    count_up_to: usize,
+) -> Result<(usize, bool, Vec<(Option<(i64, u64)>, DocAddress)>), QueryError> {
     use tantivy::collector::Collector;
     let scoring = tantivy::query::EnableScoring::disabled_from_searcher(searcher);
     let timed = compiled.query.weight(scoring)?;
@@ -533,8 +554,10 @@ fn newest_in_day(
         Order::Asc => segments.sort_by_key(|s| s.2),
     }
     let top = TopDocs::with_limit(req.limit.max(1)).order_by(sort_key(req.order, req.after));
-    let (mut count, mut best) = (0, Vec::new());
+    let (mut count, mut exact, mut best) = (0, true, Vec::new());
     for (ord, reader, min, max, inside) in segments {
+        let counting = count < count_up_to;
+        exact &= counting;
         let weight = if inside { &untimed } else { &timed };
         // With `limit` lines in hand, the worst of them against the segment's time bounds.
         let beaten = best.len() >= req.limit
@@ -548,13 +571,13 @@ fn newest_in_day(
                     })
                 });
         if beaten {
-            if !req.count {
+            if !counting {
                 break;
             }
             count += weight.count(reader)? as usize;
             continue;
         }
-        if req.count {
+        if counting {
             count += weight.count(reader)? as usize;
         }
         let fruit = top.collect_segment(weight.as_ref(), ord, reader)?;
@@ -562,7 +585,7 @@ fn newest_in_day(
         best.sort_by(|a, b| b.0.cmp(&a.0));
         best.truncate(req.limit.max(1));
     }
-    Ok((count, best))
+    Ok((count, exact, best))
 }
 
 fn hit(

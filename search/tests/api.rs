@@ -371,6 +371,7 @@ async fn newest_lines_across_segments_with_overlapping_times() {
     assert!(segments > 1, "{segments} segment(s)");
     let v = s.get(&format!("/api/v1/search?{RANGE}&limit=3")).await;
     assert_eq!(v["total"], 20);
+    assert_eq!(v["total_relation"], "eq");
     assert_eq!(messages(&v), ["line 19", "line 18", "line 17"]);
     let v = s
         .get(&format!("/api/v1/search?{RANGE}&limit=3&order=asc"))
@@ -410,5 +411,36 @@ async fn newest_lines_across_segments_with_overlapping_times() {
     assert_eq!(
         messages(&v),
         ["line 7", "line 6", "line 5", "line 4", "line 3"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn totals_past_ten_thousand_are_a_lower_bound() {
+    let s = service();
+    for b in 0..3i64 {
+        let lines: Vec<Value> = (0..6000i64)
+            .map(|i| line(T0 + b * 100 * SEC + i * 1000, "web-1", "GET /healthz 200"))
+            .collect();
+        for chunk in lines.chunks(2000) {
+            s.ingest(chunk).await;
+        }
+        s.settle().await;
+    }
+    let v = s.get(&format!("/api/v1/search?{RANGE}&limit=2")).await;
+    assert_eq!(v["total_relation"], "gte", "{}", v["total"]);
+    let total = v["total"].as_u64().unwrap();
+    assert!((10_000..18_000).contains(&total), "{total}");
+    assert_eq!(v["hits"].as_array().unwrap().len(), 2);
+    // Fewer matches than that are counted exactly.
+    let v = s
+        .get(&format!(
+            "/api/v1/search?start={}&end={}&limit=2",
+            T0 + 200 * SEC,
+            T0 + 300 * SEC
+        ))
+        .await;
+    assert_eq!(
+        (v["total"].as_u64(), v["total_relation"].as_str()),
+        (Some(6000), Some("eq"))
     );
 }

@@ -586,7 +586,12 @@ pub(crate) async fn search(ctx: &Ctx, a: SearchArgs) -> Result<()> {
                 writeln!(out, "{} {source} {level} {}", s("time"), s("message"))?;
             }
             drop(out);
-            eprintln!("{} of {} matching lines", hits.len(), v["total"]);
+            let at_least = if v["total_relation"] == "gte" {
+                "≥ "
+            } else {
+                ""
+            };
+            eprintln!("{} of {at_least}{} matching lines", hits.len(), v["total"]);
         }
     }
     Ok(())
