@@ -582,7 +582,7 @@ fn newest_in_day(
         }
         let fruit = top.collect_segment(weight.as_ref(), ord, reader)?;
         best.extend(top.merge_fruits(vec![fruit])?);
-        best.sort_by(|a, b| b.0.cmp(&a.0));
+        best.sort_by_key(|b| std::cmp::Reverse(b.0));
         best.truncate(req.limit.max(1));
     }
     Ok((count, exact, best))
