@@ -234,6 +234,19 @@ pub struct Compiled {
     pub text: Option<Box<dyn Query>>,
 }
 
+impl Compiled {
+    /// The query to run over a whole day: without the time range when every segment is
+    /// inside it (a 24 h histogram then reads the timestamp column once, not twice).
+    pub fn for_day(&self, searcher: &Searcher, filters: &Filters) -> tantivy::Result<&dyn Query> {
+        for segment in searcher.segment_readers() {
+            if segment.num_docs() > 0 && !segment_within(segment, filters)? {
+                return Ok(&*self.query);
+            }
+        }
+        Ok(&*self.untimed)
+    }
+}
+
 /// Build the tantivy query for `filters`.
 pub fn compile(fields: &Fields, filters: &Filters) -> Result<Compiled, QueryError> {
     let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
@@ -728,7 +741,8 @@ pub fn counts(
     let mut out = crate::counts::Groups::new();
     let compiled = compile(&store.fields, filters)?;
     for day in store.days_between(filters.start, filters.end) {
-        let groups = store.collect(&day.searcher(), &*compiled.query, &collector)?;
+        let searcher = day.searcher();
+        let groups = store.collect(&searcher, compiled.for_day(&searcher, filters)?, &collector)?;
         crate::counts::add_groups(&mut out, groups);
     }
     Ok(out)

@@ -506,7 +506,9 @@ fn counted(
     let compiled = query::compile(&store.fields, filters)?;
     let mut groups = crate::counts::Groups::new();
     for day in store.days_between(filters.start, filters.end) {
-        let day_groups = store.collect(&day.searcher(), &*compiled.query, &collector)?;
+        let searcher = day.searcher();
+        let query = compiled.for_day(&searcher, filters)?;
+        let day_groups = store.collect(&searcher, query, &collector)?;
         crate::counts::add_groups(&mut groups, day_groups);
     }
     let per_window = (range / bucket) as usize;
