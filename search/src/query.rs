@@ -709,12 +709,7 @@ pub fn counts(
     bytes: bool,
 ) -> Result<crate::counts::Groups, QueryError> {
     for g in group_by {
-        if store.fields.label(g).is_none() {
-            return Err(QueryError::Invalid(format!(
-                "cannot split by {g:?}: one of {} is needed",
-                crate::schema::LABEL_FIELDS.join(", ")
-            )));
-        }
+        label_field(store, g)?;
     }
     if step <= 0 || filters.end <= filters.start {
         return Err(QueryError::Invalid(
@@ -756,11 +751,7 @@ pub fn values(
     label: &str,
 ) -> Result<Vec<(String, u64)>, QueryError> {
     use tantivy::collector::Collector;
-    let Some(field) = store.fields.label(label) else {
-        // counts() says which names can be listed.
-        counts(store, filters, 1, &[label.to_owned()], false)?;
-        return Ok(Vec::new());
-    };
+    let field = label_field(store, label)?;
     let span = filters.end.saturating_sub(filters.start).max(1);
     let collector = crate::counts::GroupedCounts {
         start: filters.start,
@@ -803,6 +794,16 @@ pub fn values(
     let mut out: Vec<(String, u64)> = totals.into_iter().collect();
     out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     Ok(out)
+}
+
+/// The field of a built-in label that lines can be split or counted by.
+fn label_field(store: &Store, name: &str) -> Result<tantivy::schema::Field, QueryError> {
+    store.fields.label(name).ok_or_else(|| {
+        QueryError::Invalid(format!(
+            "cannot split by {name:?}: one of {} is needed",
+            crate::schema::LABEL_FIELDS.join(", ")
+        ))
+    })
 }
 
 /// Whether `filters` select by time only (no label, word or text filter).
