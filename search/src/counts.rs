@@ -36,13 +36,22 @@ pub struct SegmentCounts {
     buckets: usize,
     ts: Column<DateTime>,
     size: Option<Column<u64>>,
-    columns: Vec<Option<StrColumn>>,
-    slots: Slots,
-    /// Per group seen: its term ordinals (resolved to strings at harvest) and its counts.
-    groups: Vec<(Vec<Option<u64>>, Vec<f64>)>,
+    keys: GroupKeys,
+    /// Per group (as numbered by `keys`), its counts.
+    counts: Vec<Vec<f64>>,
     // Scratch space for one block of documents.
     ts_block: Vec<Option<DateTime>>,
     size_block: Vec<Option<u64>>,
+}
+
+/// Numbers the groups (combinations of label values) of a segment's lines in order of first
+/// sight, reading the label columns one block of documents at a time.
+pub struct GroupKeys {
+    columns: Vec<Option<StrColumn>>,
+    slots: Slots,
+    /// Per group numbered so far, its term ordinals (resolved to strings by `values`).
+    ords: Vec<Vec<Option<u64>>>,
+    // The loaded block's ordinals, per column.
     ord_blocks: Vec<Vec<Option<u64>>>,
 }
 
@@ -57,18 +66,10 @@ enum Slots {
     Tuple(FxHashMap<Vec<Option<u64>>, usize>),
 }
 
-impl Collector for GroupedCounts {
-    type Fruit = Groups;
-    type Child = SegmentCounts;
-
-    fn for_segment(
-        &self,
-        _: SegmentOrdinal,
-        segment: &SegmentReader,
-    ) -> tantivy::Result<SegmentCounts> {
+impl GroupKeys {
+    pub fn new(segment: &SegmentReader, fields: &[String]) -> tantivy::Result<GroupKeys> {
         let ff = segment.fast_fields();
-        let columns = self
-            .group_by
+        let columns = fields
             .iter()
             .map(|f| ff.str(f))
             .collect::<tantivy::Result<Vec<_>>>()?;
@@ -86,6 +87,75 @@ impl Collector for GroupedCounts {
             },
             None => Slots::Tuple(FxHashMap::default()),
         };
+        Ok(GroupKeys {
+            ord_blocks: vec![Vec::new(); columns.len()],
+            columns,
+            slots,
+            ords: Vec::new(),
+        })
+    }
+
+    /// Reads the label ordinals of a block of documents.
+    pub fn load(&mut self, docs: &[DocId]) {
+        for (ords, column) in self.ord_blocks.iter_mut().zip(&self.columns) {
+            ords.clear();
+            ords.resize(docs.len(), None);
+            if let Some(column) = column {
+                column.ords().first_vals(docs, ords);
+            }
+        }
+    }
+
+    /// The group number of line `i` of the loaded block, and whether it is new.
+    pub fn group(&mut self, i: usize) -> (usize, bool) {
+        let next = self.ords.len();
+        let slot = match &mut self.slots {
+            Slots::Radix { radix, index } => {
+                let key: u128 = (self.ord_blocks.iter().zip(radix.iter()))
+                    .map(|(ords, r)| ords[i].map_or(0, |o| o as u128 + 1) * r)
+                    .sum();
+                *index.entry(key).or_insert(next)
+            }
+            Slots::Tuple(index) => {
+                let key: Vec<Option<u64>> = self.ord_blocks.iter().map(|ords| ords[i]).collect();
+                *index.entry(key).or_insert(next)
+            }
+        };
+        if slot == next {
+            (self.ords).push(self.ord_blocks.iter().map(|ords| ords[i]).collect());
+        }
+        (slot, slot == next)
+    }
+
+    /// The label values of every group, in group number order (`None`: no value).
+    pub fn values(&self) -> Vec<Vec<Option<String>>> {
+        (self.ords.iter())
+            .map(|ords| {
+                (ords.iter().zip(&self.columns))
+                    .map(|(ord, column)| {
+                        let (Some(ord), Some(column)) = (ord, column) else {
+                            return None;
+                        };
+                        let mut s = String::new();
+                        column.ord_to_str(*ord, &mut s).ok()?;
+                        Some(s)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+impl Collector for GroupedCounts {
+    type Fruit = Groups;
+    type Child = SegmentCounts;
+
+    fn for_segment(
+        &self,
+        _: SegmentOrdinal,
+        segment: &SegmentReader,
+    ) -> tantivy::Result<SegmentCounts> {
+        let ff = segment.fast_fields();
         Ok(SegmentCounts {
             start: self.start,
             step: self.step.max(1),
@@ -96,10 +166,8 @@ impl Collector for GroupedCounts {
             } else {
                 None
             },
-            ord_blocks: vec![Vec::new(); columns.len()],
-            columns,
-            slots,
-            groups: Vec::new(),
+            keys: GroupKeys::new(segment, &self.group_by)?,
+            counts: Vec::new(),
             ts_block: Vec::new(),
             size_block: Vec::new(),
         })
@@ -134,32 +202,6 @@ pub fn add_groups(into: &mut Groups, from: Groups) {
     }
 }
 
-impl SegmentCounts {
-    /// The index in `groups` of the group of block line `i`, created on first sight.
-    fn group(&mut self, i: usize) -> usize {
-        let next = self.groups.len();
-        let (index, fresh) = match &mut self.slots {
-            Slots::Radix { radix, index } => {
-                let key: u128 = (self.ord_blocks.iter().zip(radix.iter()))
-                    .map(|(ords, r)| ords[i].map_or(0, |o| o as u128 + 1) * r)
-                    .sum();
-                let slot = *index.entry(key).or_insert(next);
-                (slot, slot == next)
-            }
-            Slots::Tuple(index) => {
-                let key: Vec<Option<u64>> = self.ord_blocks.iter().map(|ords| ords[i]).collect();
-                let slot = *index.entry(key).or_insert(next);
-                (slot, slot == next)
-            }
-        };
-        if fresh {
-            let ords = self.ord_blocks.iter().map(|ords| ords[i]).collect();
-            self.groups.push((ords, vec![0.0; self.buckets]));
-        }
-        index
-    }
-}
-
 impl SegmentCollector for SegmentCounts {
     type Fruit = Groups;
 
@@ -171,13 +213,7 @@ impl SegmentCollector for SegmentCounts {
         let n = docs.len();
         self.ts_block.resize(n, None);
         self.ts.first_vals(docs, &mut self.ts_block);
-        for (ords, column) in self.ord_blocks.iter_mut().zip(&self.columns) {
-            ords.clear();
-            ords.resize(n, None);
-            if let Some(column) = column {
-                column.ords().first_vals(docs, ords);
-            }
-        }
+        self.keys.load(docs);
         if let Some(size) = &self.size {
             self.size_block.resize(n, None);
             size.first_vals(docs, &mut self.size_block);
@@ -195,26 +231,17 @@ impl SegmentCollector for SegmentCounts {
                 Some(_) => self.size_block[i].unwrap_or(0) as f64,
                 None => 1.0,
             };
-            let group = self.group(i);
-            self.groups[group].1[bucket] += value;
+            let (group, fresh) = self.keys.group(i);
+            if fresh {
+                self.counts.push(vec![0.0; self.buckets]);
+            }
+            self.counts[group][bucket] += value;
         }
     }
 
     fn harvest(self) -> Groups {
         let mut out = Groups::new();
-        for (ords, counts) in self.groups {
-            let key = ords
-                .iter()
-                .zip(&self.columns)
-                .map(|(ord, column)| {
-                    let (Some(ord), Some(column)) = (ord, column) else {
-                        return None;
-                    };
-                    let mut s = String::new();
-                    column.ord_to_str(*ord, &mut s).ok()?;
-                    Some(s)
-                })
-                .collect();
+        for (key, counts) in self.keys.values().into_iter().zip(self.counts) {
             add_groups(&mut out, Groups::from([(key, counts)]));
         }
         out

@@ -14,6 +14,7 @@ pub mod pipeline;
 pub mod push;
 pub mod query;
 pub mod record;
+pub mod rollup;
 pub mod schema;
 pub mod store;
 pub mod tail;

@@ -40,6 +40,10 @@ pub struct Metrics {
     pub tail_clients: Gauge,
     pub tail_dropped: Counter,
     pub retention_deleted: Counter,
+    /// Segment rollups (per-minute counts) waiting to be built, held, and build time.
+    pub rollups_pending: Gauge,
+    pub rollup_entries: Gauge,
+    pub rollup_build_duration: Histogram,
 }
 
 impl Default for Metrics {
@@ -64,6 +68,9 @@ impl Default for Metrics {
             tail_clients: Gauge::default(),
             tail_dropped: Counter::default(),
             retention_deleted: Counter::default(),
+            rollups_pending: Gauge::default(),
+            rollup_entries: Gauge::default(),
+            rollup_build_duration: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
         }
     }
 }
@@ -147,6 +154,22 @@ impl Metrics {
             "retention_deleted_indexes",
             "Daily indexes deleted by retention",
             self.retention_deleted.clone(),
+        );
+        r.register(
+            "rollups_pending",
+            "Segment rollups (line counts per minute and label values) waiting to be built",
+            self.rollups_pending.clone(),
+        );
+        r.register(
+            "rollup_entries",
+            "Entries (minute and label values) held by segment rollups",
+            self.rollup_entries.clone(),
+        );
+        r.register_with_unit(
+            "rollup_build_duration",
+            "Time to build one segment's rollup",
+            Unit::Seconds,
+            self.rollup_build_duration.clone(),
         );
     }
 

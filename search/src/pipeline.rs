@@ -60,6 +60,8 @@ pub struct Pipeline {
     pub metrics: Metrics,
     tail: broadcast::Sender<TailBatch>,
     indexer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The rollup builder, and the sender whose drop stops it.
+    rollups: Mutex<Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
 }
 
 impl Pipeline {
@@ -87,6 +89,7 @@ impl Pipeline {
             metrics: metrics.clone(),
             tail,
             indexer: Mutex::new(None),
+            rollups: Mutex::new(None),
         });
         let weak = Arc::downgrade(&pipeline);
         let interval = config.commit_interval;
@@ -94,6 +97,12 @@ impl Pipeline {
             .name("search-indexer".into())
             .spawn(move || indexer(rx, store, queued, metrics, interval, weak))?;
         *pipeline.indexer.lock().expect("indexer lock") = Some(handle);
+        let (stop, stopped) = mpsc::channel();
+        let (rollup_store, rollup_metrics) = (pipeline.store.clone(), pipeline.metrics.clone());
+        let handle = std::thread::Builder::new()
+            .name("search-rollups".into())
+            .spawn(move || crate::rollup::run(rollup_store, rollup_metrics, stopped))?;
+        *pipeline.rollups.lock().expect("rollups lock") = Some((stop, handle));
         Ok(pipeline)
     }
 
@@ -183,6 +192,10 @@ impl Pipeline {
 
     /// Stop the indexer after it has indexed and committed everything acknowledged.
     pub fn shutdown(&self) {
+        if let Some((stop, handle)) = self.rollups.lock().expect("rollups lock").take() {
+            drop(stop);
+            let _ = handle.join();
+        }
         self.to_indexer.lock().expect("sender lock").take();
         if let Some(h) = self.indexer.lock().expect("indexer lock").take() {
             let _ = h.join();

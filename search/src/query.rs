@@ -234,19 +234,6 @@ pub struct Compiled {
     pub text: Option<Box<dyn Query>>,
 }
 
-impl Compiled {
-    /// The query to run over a whole day: without the time range when every segment is
-    /// inside it (a 24 h histogram then reads the timestamp column once, not twice).
-    pub fn for_day(&self, searcher: &Searcher, filters: &Filters) -> tantivy::Result<&dyn Query> {
-        for segment in searcher.segment_readers() {
-            if segment.num_docs() > 0 && !segment_within(segment, filters)? {
-                return Ok(&*self.query);
-            }
-        }
-        Ok(&*self.untimed)
-    }
-}
-
 /// Build the tantivy query for `filters`.
 pub fn compile(fields: &Fields, filters: &Filters) -> Result<Compiled, QueryError> {
     let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
@@ -737,7 +724,7 @@ pub fn counts(
     let compiled = compile(&store.fields, filters)?;
     for day in store.days_between(filters.start, filters.end) {
         let searcher = day.searcher();
-        let groups = store.collect(&searcher, compiled.for_day(&searcher, filters)?, &collector)?;
+        let groups = crate::rollup::count_day(store, &searcher, &compiled, filters, &collector)?;
         crate::counts::add_groups(&mut out, groups);
     }
     Ok(out)
@@ -817,7 +804,7 @@ fn only_time(filters: &Filters) -> bool {
 }
 
 /// Whether every line of `segment` is inside the filters' time range.
-fn segment_within(segment: &SegmentReader, filters: &Filters) -> tantivy::Result<bool> {
+pub(crate) fn segment_within(segment: &SegmentReader, filters: &Filters) -> tantivy::Result<bool> {
     let ts = segment.fast_fields().date("ts")?;
     Ok(ts.min_value().into_timestamp_nanos() >= filters.start
         && ts.max_value().into_timestamp_nanos() < filters.end)

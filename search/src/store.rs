@@ -100,6 +100,8 @@ pub struct Store {
     /// Threads that scan a day's segments side by side for counts (a 24 h histogram reads
     /// every line's timestamp; one thread per core halves it on two).
     executor: tantivy::Executor,
+    /// Per-segment counts per minute, for histograms over big days (see `rollup`).
+    pub rollups: crate::rollup::Rollups,
 }
 
 impl Store {
@@ -127,6 +129,7 @@ impl Store {
             writer_settings,
             days: RwLock::new(days),
             expansions: Default::default(),
+            rollups: Default::default(),
             executor: tantivy::Executor::multi_thread(
                 std::thread::available_parallelism().map_or(2, |n| n.get().min(8)),
                 "skiff-count-",
@@ -134,19 +137,9 @@ impl Store {
         })
     }
 
-    /// Runs a collector that needs no scores over `searcher`'s segments, in parallel.
-    pub fn collect<C: tantivy::collector::Collector>(
-        &self,
-        searcher: &Searcher,
-        query: &dyn tantivy::query::Query,
-        collector: &C,
-    ) -> tantivy::Result<C::Fruit> {
-        searcher.search_with_executor(
-            query,
-            collector,
-            &self.executor,
-            tantivy::query::EnableScoring::disabled_from_searcher(searcher),
-        )
+    /// The threads that count segments side by side.
+    pub fn executor(&self) -> &tantivy::Executor {
+        &self.executor
     }
 
     /// The indexes, oldest first.

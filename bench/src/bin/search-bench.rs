@@ -490,6 +490,22 @@ async fn main() -> anyhow::Result<()> {
         None => println!("index size {:.1} MB for {docs} lines", index as f64 / 1e6),
     }
     print_space_usage(&server.pipeline)?;
+    let started = Instant::now();
+    while server
+        .pipeline
+        .store
+        .rollups
+        .pending(&server.pipeline.store)
+        > 0
+        && started.elapsed() < Duration::from_secs(600)
+    {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    println!(
+        "rollups (per-minute counts of big segments) built after {:.1} s, {} entries",
+        started.elapsed().as_secs_f64(),
+        server.pipeline.store.rollups.entries()
+    );
     run_queries(&args, &client, &url).await?;
     shutdown.cancel();
     server.wait().await;

@@ -507,8 +507,8 @@ fn counted(
     let mut groups = crate::counts::Groups::new();
     for day in store.days_between(filters.start, filters.end) {
         let searcher = day.searcher();
-        let query = compiled.for_day(&searcher, filters)?;
-        let day_groups = store.collect(&searcher, query, &collector)?;
+        let day_groups =
+            crate::rollup::count_day(store, &searcher, &compiled, filters, &collector)?;
         crate::counts::add_groups(&mut groups, day_groups);
     }
     let per_window = (range / bucket) as usize;
