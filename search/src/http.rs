@@ -412,8 +412,20 @@ async fn histogram(
     let pipeline = api.pipeline.clone();
     let f = filters.clone();
     let split2 = split.clone();
-    let groups =
-        blocking(move || Ok(query::counts(&pipeline.store, &f, step, &split2, false)?)).await?;
+    // Buckets on multiples of the interval (whole minutes, hours …), as Kibana draws them;
+    // the first and last may be partly outside the range.
+    let origin = filters.start - filters.start.rem_euclid(step);
+    let groups = blocking(move || {
+        Ok(query::counts(
+            &pipeline.store,
+            &f,
+            origin,
+            step,
+            &split2,
+            false,
+        )?)
+    })
+    .await?;
     api.pipeline
         .metrics
         .query("histogram", started.elapsed().as_secs_f64());
@@ -421,10 +433,10 @@ async fn histogram(
         .values()
         .next()
         .map(Vec::len)
-        .unwrap_or_else(|| (span.saturating_add(step - 1) / step) as usize);
+        .unwrap_or_else(|| ((filters.end - origin).saturating_add(step - 1) / step) as usize);
     let mut out = Vec::with_capacity(buckets);
     for i in 0..buckets {
-        let ts = filters.start + i as i64 * step;
+        let ts = origin + i as i64 * step;
         let mut by = BTreeMap::new();
         let mut total = 0.0;
         for (k, v) in &groups {

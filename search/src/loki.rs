@@ -435,8 +435,8 @@ fn streams_of(
 ) -> Result<BTreeMap<Labels, (f64, f64)>, QueryError> {
     let names: Vec<String> = STREAM_LABELS.iter().map(|s| (*s).to_owned()).collect();
     let span = (filters.end - filters.start).max(1);
-    let lines = query::counts(store, filters, span, &names, false)?;
-    let bytes = query::counts(store, filters, span, &names, true)?;
+    let lines = query::counts(store, filters, filters.start, span, &names, false)?;
+    let bytes = query::counts(store, filters, filters.start, span, &names, true)?;
     let mut out = BTreeMap::new();
     for (key, v) in lines {
         let b = bytes.get(&key).map(|b| b.iter().sum()).unwrap_or(0.0);
@@ -533,8 +533,17 @@ async fn volume_common(api: Arc<Api>, p: Params, ranged: bool) -> Result<Respons
     };
     let pipeline = api.pipeline.clone();
     let g = group.clone();
-    let groups =
-        blocking(move || Ok(query::counts(&pipeline.store, &filters, step, &g, true)?)).await?;
+    let groups = blocking(move || {
+        Ok(query::counts(
+            &pipeline.store,
+            &filters,
+            filters.start,
+            step,
+            &g,
+            true,
+        )?)
+    })
+    .await?;
     let mut rows: Vec<(Labels, Vec<f64>)> = groups
         .into_iter()
         .map(|(key, v)| {

@@ -686,11 +686,12 @@ pub fn context(
     Ok(Some(lines))
 }
 
-/// Lines (or message bytes) matching `filters` per `step` bucket from `filters.start`, split
-/// by the built-in labels `group_by`.
+/// Lines (or message bytes) matching `filters` per `step` bucket from `origin` (at or before
+/// `filters.start`), split by the built-in labels `group_by`.
 pub fn counts(
     store: &Store,
     filters: &Filters,
+    origin: i64,
     step: i64,
     group_by: &[String],
     bytes: bool,
@@ -698,23 +699,19 @@ pub fn counts(
     for g in group_by {
         label_field(store, g)?;
     }
-    if step <= 0 || filters.end <= filters.start {
+    if step <= 0 || filters.end <= filters.start || origin > filters.start {
         return Err(QueryError::Invalid(
             "the step and the time range must be positive".into(),
         ));
     }
-    let buckets = filters
-        .end
-        .saturating_sub(filters.start)
-        .saturating_add(step - 1)
-        / step;
+    let buckets = filters.end.saturating_sub(origin).saturating_add(step - 1) / step;
     if buckets > 11_000 {
         return Err(QueryError::Invalid(format!(
             "{buckets} buckets is too many (at most 11000): use a larger step"
         )));
     }
     let collector = crate::counts::GroupedCounts {
-        start: filters.start,
+        start: origin,
         step,
         buckets: buckets as usize,
         group_by: group_by.to_vec(),

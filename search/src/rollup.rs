@@ -133,7 +133,9 @@ impl Rollup {
 
     /// Adds the counts of the groups that pass `plan`'s label tests into `out`, bucketed and
     /// grouped as `plan.spec` asks.
-    fn add_to(&self, plan: &Plan, out: &mut Groups) {
+    /// With `whole`, every line counts (the segment is inside the range); else the lines in
+    /// `plan`'s whole minutes.
+    fn add_to(&self, plan: &Plan, whole: bool, out: &mut Groups) {
         let spec = plan.spec;
         // Per group of the rollup, its slot in `counts` (None: filtered out).
         let mut slots: HashMap<Vec<Option<String>>, usize> = HashMap::new();
@@ -154,10 +156,15 @@ impl Rollup {
             })
             .collect();
         let mut add = |slot: usize, t: i64, lines: u32, bytes: u64| {
-            if lines == 0 || t < plan.start || t >= plan.end {
+            if lines == 0 || (!whole && (t < plan.lo || t >= plan.hi)) {
                 return;
             }
-            let bucket = (t - spec.start).div_euclid(spec.step);
+            // One bucket holds the whole range, whatever minute its ends cut.
+            let bucket = if spec.buckets == 1 {
+                0
+            } else {
+                (t - spec.start).div_euclid(spec.step)
+            };
             if bucket < 0 || bucket as usize >= spec.buckets {
                 return;
             }
@@ -227,10 +234,10 @@ struct Plan<'a> {
     tests: Vec<(usize, LabelTest)>,
     /// For each label split by, its position in `set`.
     project: Vec<usize>,
-    start: i64,
-    end: i64,
-    /// Whether the range's end is on a minute (or 1 ns past one, as LogQL's are).
-    end_on_minute: bool,
+    /// The whole minutes of the range (from a minute or 1 ns past one): a rollup answers
+    /// for these; lines in `[start, lo)` and `[hi, end)` are counted one by one.
+    lo: i64,
+    hi: i64,
 }
 
 /// Whether `t` is on a minute, or 1 ns past one.
@@ -240,17 +247,29 @@ fn on_minute(t: i64) -> bool {
 
 impl<'a> Plan<'a> {
     /// `None` when rollups cannot answer: a word or text filter, a pod label, or buckets
-    /// that are not whole minutes starting on a minute.
+    /// that minutes do not fit in (neither whole minutes from a minute nor one bucket).
     fn new(store: &Store, filters: &Filters, spec: &'a GroupedCounts) -> Option<Plan<'a>> {
         let text = filters.text.as_deref().map(str::trim);
+        let minutes = spec.step % MINUTE == 0 && on_minute(spec.start);
+        let one_bucket = spec.buckets == 1
+            && spec.start <= filters.start
+            && spec.start.saturating_add(spec.step) >= filters.end;
         if !filters.words.is_empty()
             || text.is_some_and(|t| !t.is_empty() && t != "*")
-            || spec.step % MINUTE != 0
-            || !on_minute(spec.start)
-            || filters.start != spec.start
+            || !(minutes || one_bucket)
         {
             return None;
         }
+        let lo = if on_minute(filters.start) {
+            filters.start
+        } else {
+            filters.start - filters.start.rem_euclid(MINUTE) + MINUTE
+        };
+        let hi = if on_minute(filters.end) {
+            filters.end
+        } else {
+            filters.end - filters.end.rem_euclid(MINUTE)
+        };
         let mut set: Vec<String> = spec.group_by.clone();
         for (name, _) in &filters.labels {
             store.fields.label(name)?;
@@ -269,20 +288,10 @@ impl<'a> Plan<'a> {
             spec,
             tests,
             project,
-            start: filters.start,
-            end: filters.end,
-            end_on_minute: on_minute(filters.end),
+            lo,
+            hi,
             set,
         })
-    }
-
-    /// Whether `segment`'s rollup answers for it: the range cuts no minute of its lines.
-    fn fits(&self, segment: &SegmentReader) -> tantivy::Result<bool> {
-        if self.end_on_minute {
-            return Ok(true);
-        }
-        let ts = segment.fast_fields().date("ts")?;
-        Ok(ts.max_value().into_timestamp_nanos() < self.end)
     }
 }
 
@@ -462,6 +471,18 @@ pub fn run(store: Arc<Store>, metrics: Metrics, stop: Receiver<()>) {
     }
 }
 
+/// Which lines of a segment are counted one by one.
+#[derive(Clone, Copy)]
+enum Part {
+    /// All lines in the range (through the query with its time range).
+    Timed,
+    /// All lines (the segment is inside the range: no time range to check).
+    Untimed,
+    /// The range's cut minute at its start, and at its end.
+    Head,
+    Tail,
+}
+
 /// Counts over one day's segments (`spec`, with `filters`): summed from rollups where there
 /// are, line by line elsewhere, on all cores.
 pub fn count_day(
@@ -476,37 +497,68 @@ pub fn count_day(
         store.rollups.want(&plan.set);
     }
     let mut out = Groups::new();
-    let mut rest = Vec::new();
+    let mut parts: Vec<(u32, Part)> = Vec::new();
     for (ord, segment) in searcher.segment_readers().iter().enumerate() {
+        let ord = ord as u32;
         if segment.num_docs() == 0 {
             continue;
         }
+        let within = crate::query::segment_within(segment, filters)?;
         let rollup = match &plan {
-            Some(plan) if store.rollups.big(segment) && plan.fits(segment)? => {
-                store.rollups.get(segment, &plan.set)
-            }
+            Some(plan) if store.rollups.big(segment) => store
+                .rollups
+                .get(segment, &plan.set)
+                .map(|rollup| (plan, rollup)),
             _ => None,
         };
-        match (rollup, &plan) {
-            (Some(rollup), Some(plan)) => {
-                rollup.add_to(plan, &mut out);
-                store.rollups.used.fetch_add(1, Ordering::Relaxed);
-            }
-            _ => rest.push((ord as u32, crate::query::segment_within(segment, filters)?)),
+        let Some((plan, rollup)) = rollup else {
+            parts.push((ord, if within { Part::Untimed } else { Part::Timed }));
+            continue;
+        };
+        store.rollups.used.fetch_add(1, Ordering::Relaxed);
+        if within {
+            rollup.add_to(plan, true, &mut out);
+            continue;
+        }
+        rollup.add_to(plan, false, &mut out);
+        if filters.start < plan.lo {
+            parts.push((ord, Part::Head));
+        }
+        if plan.hi < filters.end && plan.lo <= plan.hi {
+            parts.push((ord, Part::Tail));
         }
     }
-    if rest.is_empty() {
+    if parts.is_empty() {
         return Ok(out);
     }
     let scoring = EnableScoring::disabled_from_searcher(searcher);
-    let timed = compiled.query.weight(scoring)?;
-    let untimed = compiled.untimed.weight(scoring)?;
+    let cut = |start: i64, end: i64| -> Result<Box<dyn tantivy::query::Weight>, QueryError> {
+        let part = Filters {
+            start,
+            end,
+            ..filters.clone()
+        };
+        let compiled = crate::query::compile(&store.fields, &part)?;
+        Ok(compiled.query.weight(scoring)?)
+    };
+    let (lo, hi) = plan.as_ref().map_or((filters.start, filters.end), |p| {
+        (p.lo.min(filters.end), p.hi.max(p.lo).max(filters.start))
+    });
+    let weights = [
+        compiled.query.weight(scoring)?,
+        compiled.untimed.weight(scoring)?,
+        cut(filters.start, lo)?,
+        cut(hi, filters.end)?,
+    ];
     let counted = store.executor().map(
-        |(ord, within)| {
-            let weight = if within { &untimed } else { &timed };
-            spec.collect_segment(weight.as_ref(), ord, searcher.segment_reader(ord))
+        |(ord, part)| {
+            spec.collect_segment(
+                weights[part as usize].as_ref(),
+                ord,
+                searcher.segment_reader(ord),
+            )
         },
-        rest.into_iter(),
+        parts.into_iter(),
     )?;
     for groups in counted {
         add_groups(&mut out, groups);
