@@ -389,6 +389,32 @@ async fn search(
     .into_response())
 }
 
+/// The histogram's interval when none is asked for: the shortest round one (1 s … 1 d, as
+/// Kibana picks) that draws at most 100 bars over `span`. Whole minutes also let the
+/// counts come from the segments' rollups.
+fn auto_interval(span: i64) -> i64 {
+    const SEC: i64 = 1_000_000_000;
+    const ROUND: [i64; 13] = [
+        1,
+        5,
+        10,
+        30,
+        60,
+        300,
+        600,
+        1800,
+        3600,
+        3 * 3600,
+        6 * 3600,
+        12 * 3600,
+        86_400,
+    ];
+    (ROUND.iter())
+        .map(|s| s * SEC)
+        .find(|step| span / step <= 100)
+        .unwrap_or_else(|| (span / 100 / (86_400 * SEC) + 1) * 86_400 * SEC)
+}
+
 async fn histogram(
     State(api): State<Arc<Api>>,
     RawQuery(raw): RawQuery,
@@ -400,8 +426,7 @@ async fn histogram(
         Some(v) => {
             parse_duration_ns(v).map_err(|e| ApiError::bad_request(format!("interval: {e}")))?
         }
-        // About 60 bars over the range, on a round second.
-        None => ((span / 60).max(1_000_000_000) / 1_000_000_000) * 1_000_000_000,
+        None => auto_interval(span),
     };
     let split: Vec<String> = p
         .get("split")
@@ -543,4 +568,20 @@ async fn metrics(State(api): State<Arc<Api>>, headers: axum::http::HeaderMap) ->
     })
     .await;
     skiff_telemetry::metrics_response(&api.registry, &headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::auto_interval;
+
+    const SEC: i64 = 1_000_000_000;
+
+    #[test]
+    fn default_intervals_are_round_and_draw_at_most_100_bars() {
+        assert_eq!(auto_interval(3600 * SEC), 60 * SEC);
+        assert_eq!(auto_interval(600 * SEC), 10 * SEC);
+        assert_eq!(auto_interval(86_400 * SEC - 5 * SEC), 1800 * SEC);
+        assert_eq!(auto_interval(20 * SEC), SEC);
+        assert_eq!(auto_interval(365 * 86_400 * SEC), 4 * 86_400 * SEC);
+    }
 }

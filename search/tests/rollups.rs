@@ -128,7 +128,10 @@ async fn rollups_count_what_lines_count() {
         .sum();
     assert_eq!(counted, 1200, "{}", by_lines[2]);
     let instant = &by_lines[7]["data"]["result"];
-    assert!(instant.as_array().is_some_and(|r| !r.is_empty()), "{instant}");
+    assert!(
+        instant.as_array().is_some_and(|r| !r.is_empty()),
+        "{instant}"
+    );
 
     // The service's builder rolls every segment up for the sets the queries asked for.
     store.rollups.set_min_docs(1);

@@ -604,6 +604,10 @@ async fn run_queries(
             format!("/api/v1/histogram?{range}&interval=1m&split=level"),
         ),
         (
+            "24 h histogram, ends not on a minute (as since=24h), default interval, by level",
+            "/api/v1/histogram?start=2026-11-26T00:00:07.5Z&end=2026-11-27T00:00:03.25Z&split=level".to_owned(),
+        ),
+        (
             "label values (pod)",
             format!("/api/v1/labels/pod/values?{range}"),
         ),
