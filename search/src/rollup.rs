@@ -472,7 +472,7 @@ pub fn run(store: Arc<Store>, metrics: Metrics, stop: Receiver<()>) {
 }
 
 /// Which lines of a segment are counted one by one.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum Part {
     /// All lines in the range (through the query with its time range).
     Timed,
@@ -544,21 +544,32 @@ pub fn count_day(
     let (lo, hi) = plan.as_ref().map_or((filters.start, filters.end), |p| {
         (p.lo.min(filters.end), p.hi.max(p.lo).max(filters.start))
     });
+    // Only the weights of parts in use: a cut part compiles its own query.
+    let weight = |part: Part| -> Result<Option<Box<dyn tantivy::query::Weight>>, QueryError> {
+        if !parts.iter().any(|(_, p)| *p == part) {
+            return Ok(None);
+        }
+        Ok(Some(match part {
+            Part::Timed => compiled.query.weight(scoring)?,
+            Part::Untimed => compiled.untimed.weight(scoring)?,
+            Part::Head => cut(filters.start, lo)?,
+            Part::Tail => cut(hi, filters.end)?,
+        }))
+    };
     let weights = [
-        compiled.query.weight(scoring)?,
-        compiled.untimed.weight(scoring)?,
-        cut(filters.start, lo)?,
-        cut(hi, filters.end)?,
+        weight(Part::Timed)?,
+        weight(Part::Untimed)?,
+        weight(Part::Head)?,
+        weight(Part::Tail)?,
     ];
     let counted = store.executor().map(
         |(ord, part)| {
-            spec.collect_segment(
-                weights[part as usize].as_ref(),
-                ord,
-                searcher.segment_reader(ord),
-            )
+            let weight = weights[part as usize]
+                .as_deref()
+                .expect("a part in use has its weight");
+            spec.collect_segment(weight, ord, searcher.segment_reader(ord))
         },
-        parts.into_iter(),
+        parts.iter().copied(),
     )?;
     for groups in counted {
         add_groups(&mut out, groups);
