@@ -297,8 +297,8 @@ impl<'a> Plan<'a> {
 
 type Key = (SegmentId, u32, Vec<String>);
 
-/// A rollup to build: the segment (by id, in the searcher that holds it) and the label set.
-type ToBuild = (Searcher, SegmentId, Vec<String>);
+/// A rollup to build: the segment (by ordinal in the searcher that holds it) and the label set.
+type ToBuild = (Searcher, u32, Vec<String>);
 
 /// The rollups of the store's segments, and the label sets wanted.
 pub struct Rollups {
@@ -383,7 +383,7 @@ impl Rollups {
         let mut todo = Vec::new();
         for day in store.days() {
             let searcher = day.searcher();
-            for segment in searcher.segment_readers() {
+            for (ord, segment) in searcher.segment_readers().iter().enumerate() {
                 live.insert(segment.segment_id());
                 if !self.big(segment) {
                     continue;
@@ -391,7 +391,7 @@ impl Rollups {
                 let cache = self.cache.lock().expect("rollups lock");
                 for set in &wanted {
                     if !cache.contains_key(&key(segment, set)) {
-                        todo.push((searcher.clone(), segment.segment_id(), set.clone()));
+                        todo.push((searcher.clone(), ord as u32, set.clone()));
                     }
                 }
             }
@@ -414,14 +414,8 @@ impl Rollups {
             .retain(|(id, _, _), _| live.contains(id));
         metrics.rollups_pending.set(todo.len() as i64);
         let mut built = 0;
-        for (searcher, id, set) in todo {
-            let Some(segment) = searcher
-                .segment_readers()
-                .iter()
-                .find(|s| s.segment_id() == id)
-            else {
-                continue;
-            };
+        for (searcher, ord, set) in todo {
+            let segment = searcher.segment_reader(ord);
             let started = Instant::now();
             let mut rollup = Rollup::build(segment, &set)?;
             metrics
